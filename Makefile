@@ -1,0 +1,36 @@
+# Entry points for people and CI. Everything runs inside .venv, created on first use.
+#   make demo   -> the offline end-to-end demo (main job)
+#   make test   -> the test suite (what .ci/run calls)
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: venv demo demo-llm demo-vl test lint bench clean
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -d $(VENV) || $(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	# CPU torch from the local wheel first, so the package's torch requirement is already met.
+	$(BIN)/pip install -q torch==2.13.0
+	$(BIN)/pip install -q -e '.[dev,video]'
+	touch $(STAMP)
+
+demo: demo-llm
+
+demo-llm: venv
+	HF_HUB_OFFLINE=1 $(BIN)/python -m llm_jepa.demo --out demo_out/llm_jepa
+
+test: venv
+	HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false $(BIN)/python -m pytest -q -x --durations=15
+
+lint: venv
+	$(BIN)/ruff check .
+
+bench: venv
+	HF_HUB_OFFLINE=1 $(BIN)/python benchmarks/llm_jepa_step.py
+
+clean:
+	rm -rf $(VENV) demo_out runs .pytest_cache

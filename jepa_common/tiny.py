@@ -1,0 +1,126 @@
+"""Tiny offline stand-ins for real checkpoints: tokenizers with real chat templates and
+small causal LMs built from the real architecture configs (Llama, Gemma 2/3, Qwen2).
+
+No hub is reachable in tests, CI or the demo, so these are built on the fly:
+`tiny_tokenizer(family, corpus)` trains a byte-level BPE (a second or less) and gives it the
+family's special tokens and a chat template with the same structure as the real one
+(minus the date the Llama-3 template stamps into system prompts); `tiny_causal_lm` builds
+the model class the real checkpoint uses, with random weights.
+
+    tok = tiny_tokenizer("llama", texts)
+    model = tiny_causal_lm("llama", tok, hidden_size=64, num_layers=2)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import torch
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+from transformers import (
+    Gemma2Config,
+    Gemma2ForCausalLM,
+    Gemma3ForCausalLM,
+    Gemma3TextConfig,
+    LlamaConfig,
+    LlamaForCausalLM,
+    PreTrainedModel,
+    PreTrainedTokenizerFast,
+    Qwen2Config,
+    Qwen2ForCausalLM,
+)
+
+FAMILIES = ("llama", "gemma", "gemma3", "qwen")
+
+# Structure of each family's real chat template (Llama-3.x, Gemma-2, Qwen2.5), deterministic.
+_LLAMA_TEMPLATE = (
+    "{{ bos_token }}{% for m in messages %}"
+    "<|start_header_id|>{{ m['role'] }}<|end_header_id|>\n\n{{ m['content'] | trim }}<|eot_id|>"
+    "{% endfor %}{% if add_generation_prompt %}<|start_header_id|>assistant<|end_header_id|>\n\n{% endif %}"
+)
+_GEMMA_TEMPLATE = (
+    "{{ bos_token }}{% for m in messages %}"
+    "{% if m['role'] == 'system' %}{{ raise_exception('System role not supported') }}{% endif %}"
+    "{% set role = 'model' if m['role'] == 'assistant' else m['role'] %}"
+    "<start_of_turn>{{ role }}\n{{ m['content'] | trim }}<end_of_turn>\n"
+    "{% endfor %}{% if add_generation_prompt %}<start_of_turn>model\n{% endif %}"
+)
+_QWEN_TEMPLATE = (
+    "{% if messages[0]['role'] != 'system' %}<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n{% endif %}"
+    "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+
+# special tokens: (bos, eos, pad or None, extra specials). Llama-3 has no pad token (like the
+# real one), so callers must handle that case.
+_SPECIALS = {
+    "llama": ("<|begin_of_text|>", "<|eot_id|>", None,
+              ["<|end_of_text|>", "<|start_header_id|>", "<|end_header_id|>"]),
+    "gemma": ("<bos>", "<eos>", "<pad>", ["<start_of_turn>", "<end_of_turn>"]),
+    "qwen": (None, "<|im_end|>", "<|endoftext|>", ["<|im_start|>"]),
+}
+_SPECIALS["gemma3"] = _SPECIALS["gemma"]
+_TEMPLATES = {"llama": _LLAMA_TEMPLATE, "gemma": _GEMMA_TEMPLATE, "gemma3": _GEMMA_TEMPLATE, "qwen": _QWEN_TEMPLATE}
+
+_FALLBACK_CORPUS = [
+    "lines containing the word dog followed by a number",
+    "([A-Za-z])+.*[0-9]+ ; select count(*) from table where x = 1",
+    "The quick brown fox jumps over the lazy dog. 0123456789 #### answer",
+]
+
+
+def _check_family(family: str) -> str:
+    if family not in FAMILIES:
+        raise ValueError(f"unknown model family {family!r}; choose one of {FAMILIES}")
+    return family
+
+
+def tiny_tokenizer(family: str, corpus: Iterable[str] | None = None, vocab_size: int = 512) -> PreTrainedTokenizerFast:
+    """Train a byte-level BPE on `corpus` and dress it as `family`'s tokenizer."""
+    bos, eos, pad, extra = _SPECIALS[_check_family(family)]
+    specials = [t for t in (bos, eos, pad) if t] + extra
+    backend = Tokenizer(models.BPE())
+    backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    backend.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=specials,
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+    backend.train_from_iterator(list(corpus or []) + _FALLBACK_CORPUS, trainer=trainer)
+    tok = PreTrainedTokenizerFast(tokenizer_object=backend, bos_token=bos, eos_token=eos, pad_token=pad,
+                                  additional_special_tokens=extra)
+    tok.chat_template = _TEMPLATES[family]
+    tok.model_max_length = 4096
+    return tok
+
+
+def tiny_causal_lm(family: str, tokenizer: PreTrainedTokenizerFast, hidden_size: int = 64,
+                   num_layers: int = 2, num_heads: int = 4, num_kv_heads: int = 2,
+                   intermediate_size: int | None = None, attn_implementation: str = "sdpa",
+                   seed: int = 0) -> PreTrainedModel:
+    """Random-weight causal LM of the real class for `family`, sized for a CPU."""
+    common = dict(
+        vocab_size=len(tokenizer), hidden_size=hidden_size, num_hidden_layers=num_layers,
+        num_attention_heads=num_heads, num_key_value_heads=num_kv_heads,
+        intermediate_size=intermediate_size or 4 * hidden_size, max_position_embeddings=2048,
+        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id, tie_word_embeddings=True,
+    )
+    family = _check_family(family)
+    if family == "gemma" and attn_implementation == "sdpa":
+        attn_implementation = "eager"  # Gemma 2's logit soft-capping has no SDPA path in transformers
+    if family == "llama":
+        config = LlamaConfig(**common)
+        cls = LlamaForCausalLM
+    elif family == "gemma":
+        config = Gemma2Config(**common, head_dim=hidden_size // num_heads, sliding_window=256)
+        cls = Gemma2ForCausalLM
+    elif family == "gemma3":
+        config = Gemma3TextConfig(**common, head_dim=hidden_size // num_heads, sliding_window=256)
+        cls = Gemma3ForCausalLM
+    else:
+        config = Qwen2Config(**common)
+        cls = Qwen2ForCausalLM
+    config._attn_implementation = attn_implementation
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        model = cls(config)
+    return model

@@ -41,7 +41,7 @@ def test_defaults_recipe_and_overrides(tmp_path):
 
 
 def test_unknown_key_names_key_and_valid_ones(tmp_path):
-    with pytest.raises(ConfigError, match=r"unknown config key\(s\) \['lamda'\].*valid keys are: \['dist', 'layers', 'lam'\]"):
+    with pytest.raises(ConfigError, match=r"unknown config key\(s\) \['lamda'\].*valid keys are: \['dist', 'lam', 'layers'\]"):
         load_config(Outer, None, ["inner.lamda=2"])
 
 

@@ -1,0 +1,1 @@
+"""Evaluation: FAISS retrieval, video classification, LLM-JEPA task scorers, selective decoding."""

@@ -1,0 +1,1 @@
+"""LLM-JEPA: an embedding-prediction loss for Hugging Face causal-LM finetuning."""

@@ -1,0 +1,206 @@
+"""Chat-format records for LLM-JEPA: loading, validation and chat-template rendering with spans.
+
+Data flow: a JSONL file / shared set name / Hugging Face `datasets` id -> `load_records` ->
+validated `{"messages": [system?, user, assistant]}` dicts -> (in `llm_jepa.collator`) token ids
+of the three views. Rendering helpers here are the single source of truth for "what the model
+saw", so training and generation-based evaluation (`llm_jepa.evaluate`) use the same prompt:
+
+    records = load_records("synth_train")            # ../shared/data/llm-jepa/synth_train.jsonl
+    text = render_prompt(tokenizer, records[0])       # system+user turn + generation prompt
+    ids = encode_prompt(tokenizer, records[0])        # the same, tokenized (no second BOS)
+
+Chat templates already contain the BOS token, so every tokenization here uses
+`add_special_tokens=False` (the reference code tokenized with it and got a double BOS).
+Templates that reject a system role (Gemma) get the system text merged into the user turn.
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from transformers import PreTrainedTokenizerBase
+
+from jepa_common.paths import shared_data_dir
+
+log = logging.getLogger(__name__)
+
+ROLES = ("system", "user", "assistant")
+_PLACEHOLDER = "\ue000"  # private-use character: marks where a view's content lands in the template
+
+
+class InvalidRecords(enum.Enum):
+    """What to do with a malformed record: stop with an error, or skip it (counted and logged)."""
+
+    ERROR = "error"
+    SKIP = "skip"
+
+
+class RecordError(ValueError):
+    """A record that is not `{"messages": [system?, user, assistant]}` with non-empty texts."""
+
+
+def validate_record(record: Any) -> None:
+    """Raise RecordError naming the problem unless `record` is a valid chat record."""
+    if not isinstance(record, dict) or "messages" not in record:
+        raise RecordError("record has no 'messages' list; expected {'messages': [system?, user, assistant]}")
+    msgs = record["messages"]
+    if not isinstance(msgs, list) or not all(isinstance(m, dict) for m in msgs):
+        raise RecordError("'messages' must be a list of {'role', 'content'} dicts")
+    roles = [m.get("role") for m in msgs]
+    if roles not in (["system", "user", "assistant"], ["user", "assistant"]):
+        raise RecordError(f"roles {roles} must be [system, user, assistant] or [user, assistant]")
+    for m in msgs:
+        content = m.get("content")
+        if not isinstance(content, str) or not content.strip():
+            raise RecordError(f"the {m['role']} message has empty or non-string content {content!r}")
+
+
+def filter_records(records: list[Any], on_invalid: InvalidRecords, source: str) -> list[dict]:
+    """Validate `records`; raise on the first bad one, or skip bad ones and log how many."""
+    good: list[dict] = []
+    reasons: dict[str, int] = {}
+    for i, rec in enumerate(records):
+        try:
+            validate_record(rec)
+        except RecordError as e:
+            if on_invalid is InvalidRecords.ERROR:
+                raise RecordError(f"{source}, record {i}: {e} (set data.on_invalid=skip to skip such "
+                                  "records)") from None
+            reasons[str(e)] = reasons.get(str(e), 0) + 1
+            continue
+        good.append(rec)
+    if reasons:
+        log.warning("%s: skipped %d malformed record(s): %s", source, len(records) - len(good), reasons)
+    return good
+
+
+def _read_jsonl(path: Path) -> list[Any]:
+    out: list[Any] = []
+    with open(path) as f:
+        for lineno, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                out.append(json.loads(line))
+            except json.JSONDecodeError as e:
+                raise RecordError(f"{path}:{lineno}: not valid JSON ({e.msg})") from None
+    return out
+
+
+def resolve_source(source: str | Path) -> Path | str:
+    """A local file, a shared set name ('synth_train' -> shared/data/llm-jepa/synth_train.jsonl), or a hub id."""
+    path = Path(source)
+    if path.is_file():
+        return path
+    if str(source).endswith((".jsonl", ".json")):
+        raise FileNotFoundError(f"data file {source} does not exist")
+    try:
+        shared = shared_data_dir() / "llm-jepa" / f"{source}.jsonl"
+    except FileNotFoundError:
+        shared = None
+    if shared is not None and shared.is_file():
+        return shared
+    return str(source)  # treated as a Hugging Face `datasets` id
+
+
+def load_records(source: str | Path, split: str | None = None, *,
+                 on_invalid: InvalidRecords = InvalidRecords.ERROR, limit: int | None = None) -> list[dict]:
+    """Load chat records from a JSONL path, a shared set name, or a `datasets` hub id (needs `split`)."""
+    resolved = resolve_source(source)
+    if isinstance(resolved, Path):
+        raw = _read_jsonl(resolved)
+    else:
+        import datasets  # lazy: only hub users pay for the import
+
+        ds = datasets.load_dataset(resolved, split=split or "train")
+        if "messages" not in ds.column_names:
+            raise RecordError(f"dataset {resolved!r} has columns {ds.column_names}; it needs a 'messages' "
+                              "column of chat turns")
+        raw = [{"messages": m} for m in ds["messages"]]
+    if limit is not None:
+        raw = raw[:limit]
+    return filter_records(raw, on_invalid, str(resolved))
+
+
+def split_record(record: dict) -> tuple[str | None, str, str]:
+    """(system or None, user, assistant) texts, stripped (templates `trim` them anyway)."""
+    by_role = {m["role"]: m["content"].strip() for m in record["messages"]}
+    return by_role.get("system"), by_role["user"], by_role["assistant"]
+
+
+def family_of(tokenizer: PreTrainedTokenizerBase) -> str | None:
+    """Model family guessed from the chat template's markers (None when unknown)."""
+    tpl = tokenizer.chat_template or ""
+    if isinstance(tpl, dict):
+        tpl = tpl.get("default", "")
+    markers = (("<|start_header_id|>", "llama"), ("<start_of_turn>", "gemma"),
+               ("<|im_start|>", "qwen"), ("<|user|>", "olmo"))
+    for marker, family in markers:
+        if marker in tpl:
+            return family
+    return None
+
+
+def supports_system_role(tokenizer: PreTrainedTokenizerBase) -> bool:
+    """False for templates that raise on a system turn (Gemma)."""
+    try:
+        tokenizer.apply_chat_template([{"role": "system", "content": "s"}, {"role": "user", "content": "u"}],
+                                      tokenize=False)
+    except Exception:  # jinja raise_exception -> TemplateError; the type differs across versions
+        return False
+    return True
+
+
+def prompt_messages(record: dict, tokenizer: PreTrainedTokenizerBase) -> list[dict]:
+    """The system+user turns as trained on; system merged into the user turn where unsupported."""
+    system, user, _ = split_record(record)
+    if system is None:
+        return [{"role": "user", "content": user}]
+    if supports_system_role(tokenizer):
+        return [{"role": "system", "content": system}, {"role": "user", "content": user}]
+    return [{"role": "user", "content": f"{system}\n\n{user}"}]
+
+
+def render_prompt(tokenizer: PreTrainedTokenizerBase, record: dict) -> str:
+    """Prompt text (with the generation prompt) exactly as the model saw it in training."""
+    return tokenizer.apply_chat_template(prompt_messages(record, tokenizer), tokenize=False,
+                                         add_generation_prompt=True)
+
+
+def encode_prompt(tokenizer: PreTrainedTokenizerBase, record: dict) -> list[int]:
+    """Token ids of `render_prompt` (the template holds BOS, so no special tokens are added)."""
+    return tokenizer(render_prompt(tokenizer, record), add_special_tokens=False)["input_ids"]
+
+
+@dataclass
+class SpanEncoding:
+    """Token ids of a rendered template and the index of the last token of the tracked content."""
+
+    ids: list[int]
+    last: int  # index into ids of the last token of the content (or of the last predictor token)
+
+
+def encode_with_span(tokenizer: PreTrainedTokenizerBase, messages: list[dict], index: int, content: str,
+                     add_generation_prompt: bool = False) -> SpanEncoding:
+    """Render `messages` with `content` put into message `index`, tokenize, and locate its last token.
+
+    The content's character span is known exactly (a placeholder is rendered first), and the
+    tokenizer's offset mapping turns it into a token index: no per-family magic offset.
+    """
+    msgs = [dict(m) for m in messages]
+    msgs[index]["content"] = _PLACEHOLDER
+    rendered = tokenizer.apply_chat_template(msgs, tokenize=False, add_generation_prompt=add_generation_prompt)
+    parts = rendered.split(_PLACEHOLDER)
+    if len(parts) != 2:
+        raise ValueError(f"chat template rendered the content {len(parts) - 1} times; expected once")
+    start, end = len(parts[0]), len(parts[0]) + len(content)
+    enc = tokenizer(parts[0] + content + parts[1], add_special_tokens=False, return_offsets_mapping=True)
+    inside = [i for i, (s, e) in enumerate(enc["offset_mapping"]) if s < end and e > start]
+    if not inside:
+        raise ValueError(f"no token covers the content {content[:40]!r}; is the tokenizer a fast one?")
+    return SpanEncoding(list(enc["input_ids"]), inside[-1])

@@ -1,0 +1,288 @@
+"""Synthetic video clips and long videos made of real handwritten digits (offline, seeded).
+
+Data flow: `sklearn.datasets.load_digits` (1797 real 8x8 handwritten digits, shipped with
+scikit-learn) -> one digit image is scaled, coloured and moved on a black canvas by an
+*event* (a digit, a colour and an action such as "moves left" or "grows") -> uint8 frames
+`(T, 3, H, W)` plus a canonical caption, paraphrased captions and a class label (the action).
+
+- `make_clip_dataset(n)`: short labelled clips for training, zero-shot classification and
+  retrieval (class = action, caption = "a red 3 moves left").
+- `make_long_video(seed, n_events)`: a long video made of consecutive events whose
+  durations vary from short to long, with `(start_s, end_s, caption)` ground truth, for the
+  selective-decoding benchmark (DESIGN.md section 1, "Selective decoding").
+- `write_video(path, frames, fps)`: encode frames to an mp4 with PyAV (h264, else mpeg4).
+
+Everything is deterministic from the seed (numpy Generator), pure numpy/torch.
+
+    python -m vljepa.synthetic --out clip.mp4   # writes one long synthetic video
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import math
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+ACTIONS: tuple[str, ...] = (
+    "moves left", "moves right", "moves up", "moves down", "appears", "disappears",
+    "grows", "shrinks", "changes colour", "stays still",
+)
+COLOURS: dict[str, tuple[int, int, int]] = {
+    "red": (230, 40, 40), "green": (40, 200, 60), "blue": (50, 90, 240), "yellow": (235, 220, 40),
+    "cyan": (40, 220, 220), "magenta": (220, 50, 220), "white": (240, 240, 240), "orange": (245, 140, 30),
+}
+DIGIT_WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
+QUERIES = (
+    "what happens?", "what is the digit doing?", "describe the clip.", "what happens in this video?",
+    "what do you see?",
+)
+# Paraphrase templates per action: {c} colour, {d} digit numeral, {w} digit word, {c2} new colour.
+_PARAPHRASES: dict[str, tuple[str, ...]] = {
+    "moves left": ("the {c} digit {d} slides to the left", "a {c} {w} travels leftward",
+                   "a {c} {d} is moving to the left"),
+    "moves right": ("the {c} digit {d} slides to the right", "a {c} {w} travels rightward",
+                    "a {c} {d} is moving to the right"),
+    "moves up": ("the {c} digit {d} slides upward", "a {c} {w} rises", "a {c} {d} is moving up"),
+    "moves down": ("the {c} digit {d} slides downward", "a {c} {w} falls", "a {c} {d} is moving down"),
+    "appears": ("the {c} digit {d} fades in", "a {c} {w} shows up", "a {c} {d} comes into view"),
+    "disappears": ("the {c} digit {d} fades out", "a {c} {w} vanishes", "a {c} {d} goes out of view"),
+    "grows": ("the {c} digit {d} gets bigger", "a {c} {w} expands", "a {c} {d} is growing"),
+    "shrinks": ("the {c} digit {d} gets smaller", "a {c} {w} contracts", "a {c} {d} is shrinking"),
+    "changes colour": ("the digit {d} turns from {c} to {c2}", "a {c} {w} becomes {c2}",
+                       "a {d} changes its colour from {c} to {c2}"),
+    "stays still": ("the {c} digit {d} does not move", "a {c} {w} stays in place",
+                    "a {c} {d} is standing still"),
+}
+_CANONICAL = re.compile(r"^an? (\w+) (\d) (.+?)(?: to (\w+))?$")
+
+
+def class_names() -> list[str]:
+    """Class names of `make_clip_dataset` labels (the action), index = label."""
+    return list(ACTIONS)
+
+
+@dataclass(frozen=True)
+class Event:
+    """One digit doing one action; `colour2` is the target colour of "changes colour"."""
+
+    digit: int
+    colour: str
+    action: str
+    colour2: str | None = None
+
+    @property
+    def caption(self) -> str:
+        if self.action == "changes colour":
+            return f"{_article(self.colour)} {self.digit} changes colour to {self.colour2}"
+        return f"{_article(self.colour)} {self.digit} {self.action}"
+
+    def paraphrases(self) -> list[str]:
+        """The canonical caption first, then the paraphrases (references for CIDEr)."""
+        fill = dict(c=self.colour, d=self.digit, w=DIGIT_WORDS[self.digit], c2=self.colour2)
+        texts = [t.format(**fill) for t in _PARAPHRASES[self.action]]
+        return [self.caption] + [re.sub(r"^a ([aeiou])", r"an \1", t) for t in texts]
+
+
+def _article(word: str) -> str:
+    return f"an {word}" if word[0] in "aeiou" else f"a {word}"
+
+
+def reference_captions(caption: str) -> list[str]:
+    """Canonical caption -> [caption, paraphrases...]; raises ValueError for other text."""
+    m = _CANONICAL.match(caption)
+    if m is None or m.group(3) not in ACTIONS:
+        raise ValueError(f"{caption!r} is not a canonical synthetic caption like 'a red 3 moves left'")
+    return Event(int(m.group(2)), m.group(1), m.group(3), m.group(4)).paraphrases()
+
+
+@functools.lru_cache(maxsize=1)
+def _digits() -> tuple[np.ndarray, np.ndarray]:
+    from sklearn.datasets import load_digits
+
+    data = load_digits()
+    return (data.images / 16.0).astype(np.float32), data.target.astype(np.int64)  # (1797, 8, 8)
+
+
+def _digit_image(rng: np.random.Generator, digit: int) -> torch.Tensor:
+    images, targets = _digits()
+    idx = rng.choice(np.flatnonzero(targets == digit))
+    return torch.from_numpy(images[idx])  # (8, 8) in [0, 1]
+
+
+def _random_event(rng: np.random.Generator, action: str | None = None) -> Event:
+    action = action or ACTIONS[rng.integers(len(ACTIONS))]
+    names = list(COLOURS)
+    colour = names[rng.integers(len(names))]
+    colour2 = None
+    if action == "changes colour":
+        colour2 = [n for n in names if n != colour][rng.integers(len(names) - 1)]
+    return Event(int(rng.integers(10)), colour, action, colour2)
+
+
+def _trajectory(event: Event, p: np.ndarray, size: int, rng: np.random.Generator):
+    """Per-frame centre x, centre y, scale and opacity for progress p in [0, 1]."""
+    travel = 0.4 * size
+    margin = 0.3 * size
+    cx0, cy0 = rng.uniform(margin, size - margin, 2)
+    dx = {"moves left": -1, "moves right": 1}.get(event.action, 0)
+    dy = {"moves up": -1, "moves down": 1}.get(event.action, 0)
+    if dx:
+        cx0 = size / 2 - dx * travel / 2 + rng.uniform(-2, 2)
+    if dy:
+        cy0 = size / 2 - dy * travel / 2 + rng.uniform(-2, 2)
+    cx = cx0 + dx * travel * p
+    cy = cy0 + dy * travel * p
+    scale = np.ones_like(p)
+    if event.action == "grows":
+        scale = 0.5 + 0.8 * p
+    elif event.action == "shrinks":
+        scale = 1.3 - 0.8 * p
+    alpha = np.ones_like(p)
+    if event.action == "appears":
+        alpha = np.clip(2 * p, 0, 1)
+    elif event.action == "disappears":
+        alpha = np.clip(2 - 2 * p, 0, 1)
+    return cx, cy, scale, alpha
+
+
+def _paste(canvas: torch.Tensor, glyph: torch.Tensor, cx: float, cy: float) -> None:
+    """Add `glyph` (3, h, w) onto `canvas` (3, H, W) centred at (cx, cy), clipped at the borders."""
+    _, h, w = glyph.shape
+    _, H, W = canvas.shape
+    x0, y0 = int(round(cx - w / 2)), int(round(cy - h / 2))
+    xs, ys = max(x0, 0), max(y0, 0)
+    xe, ye = min(x0 + w, W), min(y0 + h, H)
+    if xe <= xs or ye <= ys:
+        return
+    canvas[:, ys:ye, xs:xe] = torch.maximum(canvas[:, ys:ye, xs:xe], glyph[:, ys - y0:ye - y0, xs - x0:xe - x0])
+
+
+def render_event(event: Event, n_frames: int, size: int, rng: np.random.Generator,
+                 noise_std: float = 0.02) -> torch.Tensor:
+    """Frames of one event: uint8 (T, 3, H, W). The digit image is a random real sample."""
+    image = _digit_image(rng, event.digit)[None, None]  # (1, 1, 8, 8)
+    p = np.linspace(0.0, 1.0, n_frames) if n_frames > 1 else np.zeros(1)
+    cx, cy, scale, alpha = _trajectory(event, p, size, rng)
+    c1 = torch.tensor(COLOURS[event.colour], dtype=torch.float32) / 255
+    c2 = torch.tensor(COLOURS[event.colour2 or event.colour], dtype=torch.float32) / 255
+    base = 0.4 * size
+    frames = torch.zeros(n_frames, 3, size, size)  # (T, 3, H, W) float in [0, 1]
+    for t in range(n_frames):
+        side = max(2, int(round(base * scale[t])))
+        glyph = F.interpolate(image, size=(side, side), mode="bilinear", align_corners=False)[0, 0]
+        colour = c1 + (c2 - c1) * float(p[t]) if event.action == "changes colour" else c1
+        _paste(frames[t], glyph[None] * colour[:, None, None] * float(alpha[t]), cx[t], cy[t])
+    if noise_std > 0:
+        noise = torch.from_numpy(rng.normal(0, noise_std, frames.shape).astype(np.float32))
+        frames = frames + noise
+    return (frames.clamp(0, 1) * 255).round().to(torch.uint8)
+
+
+def make_clip_dataset(n: int, n_frames: int = 8, size: int = 32, seed: int = 0) -> list[dict]:
+    """`n` labelled clips, classes balanced round-robin over ACTIONS then shuffled.
+
+    Each item: frames uint8 (T, 3, H, W), label, label_name, caption, captions (canonical +
+    paraphrases), query, digit, colour.
+    """
+    if n_frames < 2:
+        raise ValueError(f"n_frames={n_frames}: an action needs at least 2 frames")
+    rng = np.random.default_rng(seed)
+    actions = [ACTIONS[i % len(ACTIONS)] for i in range(n)]
+    rng.shuffle(actions)
+    items = []
+    for action in actions:
+        event = _random_event(rng, action)
+        items.append({
+            "frames": render_event(event, n_frames, size, rng),
+            "label": ACTIONS.index(action),
+            "label_name": action,
+            "caption": event.caption,
+            "captions": event.paraphrases(),
+            "query": QUERIES[rng.integers(len(QUERIES))],
+            "digit": event.digit,
+            "colour": event.colour,
+        })
+    return items
+
+
+def _event_durations(rng: np.random.Generator, n_events: int, min_dur_s: float, max_dur_s: float):
+    """Log-uniform durations, so short and long events are both frequent."""
+    if not 0 < min_dur_s <= max_dur_s:
+        raise ValueError(f"need 0 < min_dur_s ({min_dur_s}) <= max_dur_s ({max_dur_s})")
+    return np.exp(rng.uniform(math.log(min_dur_s), math.log(max_dur_s), n_events))
+
+
+def make_long_video(seed: int, n_events: int, fps: float = 4, min_dur_s: float = 2.0,
+                    max_dur_s: float = 20.0, size: int = 32,
+                    ) -> tuple[torch.Tensor, list[tuple[float, float, str]]]:
+    """A long video of consecutive events -> (frames uint8 (T, 3, H, W), [(start_s, end_s, caption)]).
+
+    Consecutive events always differ in action (so every boundary is a change of meaning);
+    `reference_captions(caption)` gives the paraphrases of each ground-truth caption.
+    """
+    rng = np.random.default_rng(seed)
+    durations = _event_durations(rng, n_events, min_dur_s, max_dur_s)
+    chunks, truth, t_frames, prev = [], [], 0, None
+    for dur in durations:
+        event = _random_event(rng)
+        while prev is not None and event.action == prev.action:
+            event = _random_event(rng)
+        n = max(2, int(round(dur * fps)))
+        chunks.append(render_event(event, n, size, rng))
+        truth.append((t_frames / fps, (t_frames + n) / fps, event.caption))
+        t_frames += n
+        prev = event
+    return torch.cat(chunks), truth
+
+
+def write_video(path: str | Path, frames: torch.Tensor, fps: float) -> Path:
+    """Encode uint8 frames (T, 3, H, W) to a video file with PyAV (h264 if available, else mpeg4)."""
+    import av
+
+    if frames.dtype != torch.uint8 or frames.ndim != 4 or frames.shape[1] != 3:
+        raise ValueError(f"frames must be uint8 (T, 3, H, W), got {frames.dtype} {tuple(frames.shape)}")
+    _, _, h, w = frames.shape
+    if h % 2 or w % 2:
+        raise ValueError(f"frame size {h}x{w}: video codecs need even height and width")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    codec = "h264" if "h264" in av.codecs_available else "mpeg4"
+    array = frames.permute(0, 2, 3, 1).contiguous().numpy()  # (T, H, W, 3)
+    from fractions import Fraction
+
+    with av.open(str(path), mode="w") as container:
+        stream = container.add_stream(codec, rate=Fraction(fps).limit_denominator(1000))
+        stream.width, stream.height, stream.pix_fmt = w, h, "yuv420p"
+        if codec == "h264":
+            stream.options = {"crf": "18"}  # near-lossless, so decoded clips keep the digit legible
+        for image in array:
+            for packet in stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    return path
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", required=True, help="output .mp4 path")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--n-events", type=int, default=8)
+    parser.add_argument("--fps", type=float, default=4)
+    parser.add_argument("--size", type=int, default=64)
+    args = parser.parse_args(argv)
+    frames, truth = make_long_video(args.seed, args.n_events, fps=args.fps, size=args.size)
+    write_video(args.out, frames, args.fps)
+    for start, end, caption in truth:
+        print(f"{start:7.2f}-{end:7.2f}s  {caption}")
+
+
+if __name__ == "__main__":
+    main()

@@ -31,6 +31,9 @@ log = logging.getLogger(__name__)
 
 ROLES = ("system", "user", "assistant")
 _PLACEHOLDER = "\ue000"  # private-use character: marks where a view's content lands in the template
+# Llama-3 templates stamp today's date into the system turn unless `date_string` is given: fix it,
+# so a prompt renders the same in training and evaluation (reference defect 7, DESIGN.md).
+TEMPLATE_KWARGS = {"date_string": "26 Jul 2024"}
 
 
 class InvalidRecords(enum.Enum):
@@ -150,7 +153,7 @@ def supports_system_role(tokenizer: PreTrainedTokenizerBase) -> bool:
     """False for templates that raise on a system turn (Gemma)."""
     try:
         tokenizer.apply_chat_template([{"role": "system", "content": "s"}, {"role": "user", "content": "u"}],
-                                      tokenize=False)
+                                      tokenize=False, **TEMPLATE_KWARGS)
     except Exception:  # jinja raise_exception -> TemplateError; the type differs across versions
         return False
     return True
@@ -169,7 +172,7 @@ def prompt_messages(record: dict, tokenizer: PreTrainedTokenizerBase) -> list[di
 def render_prompt(tokenizer: PreTrainedTokenizerBase, record: dict) -> str:
     """Prompt text (with the generation prompt) exactly as the model saw it in training."""
     return tokenizer.apply_chat_template(prompt_messages(record, tokenizer), tokenize=False,
-                                         add_generation_prompt=True)
+                                         add_generation_prompt=True, **TEMPLATE_KWARGS)
 
 
 def encode_prompt(tokenizer: PreTrainedTokenizerBase, record: dict) -> list[int]:
@@ -194,7 +197,8 @@ def encode_with_span(tokenizer: PreTrainedTokenizerBase, messages: list[dict], i
     """
     msgs = [dict(m) for m in messages]
     msgs[index]["content"] = _PLACEHOLDER
-    rendered = tokenizer.apply_chat_template(msgs, tokenize=False, add_generation_prompt=add_generation_prompt)
+    rendered = tokenizer.apply_chat_template(msgs, tokenize=False, add_generation_prompt=add_generation_prompt,
+                                             **TEMPLATE_KWARGS)
     parts = rendered.split(_PLACEHOLDER)
     if len(parts) != 2:
         raise ValueError(f"chat template rendered the content {len(parts) - 1} times; expected once")

@@ -1,0 +1,179 @@
+"""Model side of LLM-JEPA: model/tokenizer setup (pad, predictor tokens, LoRA) and `jepa_forward`.
+
+Data flow: packed batch from `JepaCollator` -> ONE call of the base decoder (no LM head) with
+the 4-D block mask and explicit position ids -> hidden states (B, T, D) -> (a) the LM head
+and cross-entropy only at labelled positions, (b) Enc(Text)/Enc(Code) gathered at the tracked
+indices -> `llm_jepa.losses` -> dict with `loss, lm_loss, jepa_loss, cos_sim` (+ sums/counts).
+
+`JepaModule` wraps a causal LM so the JEPA forward goes through `nn.Module.__call__`: DDP/FSDP
+wrap it and see the forward (calling the inner decoder of a DDP-wrapped model would bypass
+gradient synchronisation).
+
+    model, tok = load_model_and_tokenizer(cfg, corpus)
+    out = jepa_forward(model, JepaCollator(tok, cfg)(records), cfg)
+"""
+
+from __future__ import annotations
+
+import logging
+
+import torch
+from torch import nn
+from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+
+from jepa_common.tiny import tiny_causal_lm, tiny_tokenizer
+from llm_jepa.collator import predictor_tokens
+from llm_jepa.config import LLMJepaConfig, MixedPrecision
+from llm_jepa.losses import combine, jepa_distance, lm_loss_sum
+
+log = logging.getLogger(__name__)
+
+
+def load_model_and_tokenizer(cfg: LLMJepaConfig, corpus: list[str] | None = None
+                             ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """Base model + tokenizer (hub id, folder, or `tiny` trained on `corpus`), with a pad token
+    distinct from EOS and the k predictor tokens added (LoRA is applied later, `apply_lora`)."""
+    m = cfg.model
+    if m.name_or_path == "tiny":
+        tok = tiny_tokenizer(m.tiny_family, corpus, vocab_size=m.tiny_vocab_size)
+        model = tiny_causal_lm(m.tiny_family, tok, hidden_size=m.tiny_hidden_size, num_layers=m.tiny_layers,
+                               attn_implementation=m.attn_implementation, seed=cfg.train.seed)
+    else:
+        tok = AutoTokenizer.from_pretrained(m.name_or_path, trust_remote_code=m.trust_remote_code)
+        pure_bf16 = cfg.jepa.paper_compat and cfg.train.mixed_precision is MixedPrecision.BF16
+        model = AutoModelForCausalLM.from_pretrained(
+            m.name_or_path, dtype=torch.bfloat16 if pure_bf16 else torch.float32,
+            attn_implementation=m.attn_implementation, trust_remote_code=m.trust_remote_code)
+    ensure_pad_token(model, tok)
+    add_predictor_tokens(model, tok, cfg.jepa.predictors, distinct=not cfg.jepa.paper_compat, seed=cfg.train.seed)
+    if m.gradient_checkpointing:
+        model.gradient_checkpointing_enable()
+        model.config.use_cache = False
+    return model, tok
+
+
+def ensure_pad_token(model: PreTrainedModel, tok: PreTrainedTokenizerBase) -> None:
+    """Give the tokenizer a pad token that is not EOS (the reference's pad = EOS untrains EOS)."""
+    if tok.pad_token is None or tok.pad_token_id == tok.eos_token_id:
+        reserved = "<|finetune_right_pad_id|>"  # Llama-3.1/3.2 ship this unused token
+        if reserved in tok.get_vocab():
+            tok.pad_token = reserved
+        else:
+            tok.add_special_tokens({"pad_token": "<|pad|>"})
+    if len(tok) > model.get_input_embeddings().weight.shape[0]:
+        model.resize_token_embeddings(len(tok), mean_resizing=False)
+    model.config.pad_token_id = tok.pad_token_id
+    if model.generation_config is not None:
+        model.generation_config.pad_token_id = tok.pad_token_id
+
+
+def add_predictor_tokens(model: PreTrainedModel, tok: PreTrainedTokenizerBase, k: int,
+                         distinct: bool = True, seed: int = 0) -> list[int]:
+    """Add k predictor tokens; their embeddings start at the mean embedding, plus (distinct=True)
+    a small seeded perturbation so they are not all identical (reference defect 4)."""
+    names = predictor_tokens(k)
+    if not names:
+        return []
+    tok.add_special_tokens({"additional_special_tokens": names}, replace_extra_special_tokens=False)
+    ids = tok.convert_tokens_to_ids(names)
+    emb = model.get_input_embeddings().weight
+    if max(ids) >= emb.shape[0]:
+        model.resize_token_embeddings(len(tok), mean_resizing=False)
+        emb = model.get_input_embeddings().weight
+    with torch.no_grad():
+        base = emb[: min(ids)].float()
+        mean, std = base.mean(0), base.std(0)  # (D,)
+        gen = torch.Generator().manual_seed(seed)
+        noise = torch.randn(len(ids), emb.shape[1], generator=gen) * std * 0.1 if distinct else 0.0
+        emb[ids] = (mean + noise).to(emb.dtype)
+    return ids
+
+
+def apply_lora(model: PreTrainedModel, tok: PreTrainedTokenizerBase, cfg: LLMJepaConfig) -> nn.Module:
+    """Wrap with a peft LoRA adapter; predictor-token rows stay trainable unless paper_compat."""
+    from peft import LoraConfig, get_peft_model
+
+    pred_ids = tok.convert_tokens_to_ids(predictor_tokens(cfg.jepa.predictors))
+    trainable = {"embed_tokens": pred_ids} if pred_ids and not cfg.jepa.paper_compat else None
+    lcfg = LoraConfig(r=cfg.lora.r, lora_alpha=cfg.lora.alpha, lora_dropout=cfg.lora.dropout,
+                      target_modules=list(cfg.lora.target_modules), task_type="CAUSAL_LM",
+                      trainable_token_indices=trainable)
+    peft_model = get_peft_model(model, lcfg)
+    if cfg.model.gradient_checkpointing:
+        peft_model.enable_input_require_grads()
+    return peft_model
+
+
+def _parts(model: nn.Module) -> tuple[nn.Module, nn.Module, float | None, str]:
+    """(decoder, lm_head, final logit soft-cap, attention implementation) of a causal LM or peft model."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    cap = getattr(base.config, "final_logit_softcapping", None)
+    return base.get_decoder(), base.get_output_embeddings(), cap, base.config._attn_implementation
+
+
+def _attention_mask(allowed: torch.Tensor, impl: str, dtype: torch.dtype) -> torch.Tensor:
+    """4-D bool `allowed` (B, 1, T, T) -> what the attention backend takes (bool for SDPA, additive for eager)."""
+    if impl == "sdpa":
+        return allowed
+    if impl == "eager":
+        zero = torch.zeros((), dtype=dtype, device=allowed.device)
+        return torch.where(allowed, zero, torch.finfo(dtype).min)
+    raise ValueError(f"attention implementation {impl!r} takes no custom 4-D mask; set model.attn_implementation "
+                     "to sdpa or eager")
+
+
+def jepa_forward(model: nn.Module, batch: dict[str, torch.Tensor], cfg: LLMJepaConfig,
+                 lm_norm: torch.Tensor | float | None = None, jepa_norm: torch.Tensor | float | None = None,
+                 use_jepa: bool = True) -> dict[str, torch.Tensor]:
+    """One forward of the packed batch -> `loss, lm_loss, jepa_loss, cos_sim` (+ `lm_sum, n_tokens, ...`).
+
+    `lm_norm` / `jepa_norm`: the number of labelled tokens / view pairs of the whole optimizer
+    step (all micro-batches, all ranks) so that accumulation and DDP give the big-batch gradient;
+    default: this batch's own counts (then `loss = gamma * lm_loss + lam * jepa_loss`).
+    """
+    decoder, lm_head, cap, impl = _parts(model)
+    mask = _attention_mask(batch["attention_mask"], impl, lm_head.weight.dtype)
+    hidden = decoder(input_ids=batch["input_ids"], attention_mask=mask, position_ids=batch["position_ids"],
+                     use_cache=False).last_hidden_state  # (B, T, D)
+    targets = batch["labels"][:, 1:]  # (B, T-1): token t+1 is predicted at t
+    sel = targets != -100
+    logits = lm_head(hidden[:, :-1][sel])  # (N, V) only at labelled positions
+    if cap is not None:
+        logits = torch.tanh(logits / cap) * cap
+    out = lm_loss_sum(logits, targets[sel])
+    n_tok = out["n_tokens"].clamp(min=1)
+    out["lm_loss"] = out["lm_sum"].detach() / n_tok
+    jepa_sum = None
+    if use_jepa and "text_index" in batch and cfg.jepa.lam != 0.0:
+        rows = torch.arange(hidden.shape[0], device=hidden.device)
+        pred, target = hidden[rows, batch["text_index"]], hidden[rows, batch["code_index"]]  # (B, D)
+        j = jepa_distance(pred, target, cfg.jepa.distance, cfg.jepa.temperature)
+        jepa_sum = j["jepa_sum"]
+        out.update(j)
+        out["jepa_loss"] = j["jepa_loss"].detach()
+    else:
+        zero = hidden.new_zeros((), dtype=torch.float32)
+        out.update(jepa_loss=zero, cos_sim=zero, jepa_sum=zero, n_pairs=torch.zeros((), dtype=torch.long))
+    lm_norm = n_tok if lm_norm is None else lm_norm
+    jepa_norm = out["n_pairs"].clamp(min=1) if jepa_norm is None else jepa_norm
+    out["loss"] = combine(out["lm_sum"], lm_norm, jepa_sum, jepa_norm, cfg.jepa.gamma, cfg.jepa.lam)
+    return out
+
+
+class JepaModule(nn.Module):
+    """`nn.Module` around a causal LM whose forward is `jepa_forward` (so DDP/FSDP see it)."""
+
+    def __init__(self, lm: nn.Module, cfg: LLMJepaConfig) -> None:
+        super().__init__()
+        self.lm, self.cfg = lm, cfg
+
+    def forward(self, input_ids: torch.Tensor, position_ids: torch.Tensor, attention_mask: torch.Tensor,
+                labels: torch.Tensor, segment_ids: torch.Tensor | None = None,
+                text_index: torch.Tensor | None = None, code_index: torch.Tensor | None = None,
+                lm_norm: torch.Tensor | float | None = None, jepa_norm: torch.Tensor | float | None = None,
+                use_jepa: bool = True) -> dict[str, torch.Tensor]:
+        batch = {"input_ids": input_ids, "position_ids": position_ids, "attention_mask": attention_mask,
+                 "labels": labels}
+        if text_index is not None:
+            batch.update(text_index=text_index, code_index=code_index)
+        return jepa_forward(self.lm, batch, self.cfg, lm_norm=lm_norm, jepa_norm=jepa_norm, use_jepa=use_jepa)

@@ -1,0 +1,237 @@
+"""`VLJepaModel`: frozen X-encoder -> bidirectional LM predictor -> embedding; Y-encoder -> embedding.
+
+Data flow (DESIGN.md section 1, "VL-JEPA"; paper section 3):
+
+    pixel_values (B, T, C, H, W) --encode_video--> visual (B, N, Dx)            [frozen, no grad]
+    visual --Linear(Dx->H)--> (B, N, H) ; query --LM tokenizer + embed_tokens--> (B, Lq, H)
+    [visual ; query] --last n LM layers, causal mask OFF (padding mask only)--> (B, N+Lq, H)
+    --masked mean pool--> (B, H) --Linear--> predicted embedding (B, D)          = predict()
+    target --Y-encoder tokenizer + transformer--> masked mean pool --Linear--> (B, D) = encode_text()
+    forward() = both + the configured loss (vljepa.losses), returned as a dict.
+
+All embeddings are returned UN-normalised; pass `normalize=True` (or call `normalize(x)`) for
+unit vectors, as the loss and every retrieval/classification call do.
+
+Save/load: `save_pretrained` writes config.json, the trained weights (predictor, heads,
+Y-encoder, logit scale) and both tokenizers (`predictor_tokenizer/`, `y_tokenizer/`); the frozen
+X-encoder is referenced by `config.x_encoder_name_or_path` and reloaded from there, unless it
+has no source (random tiny encoders), was unfrozen, or `save_x_encoder=True`, in which case its
+weights are saved too. `from_pretrained` is the exact inverse. Build models with
+`build_vljepa` (pretrained parts) or `build_tiny_vljepa` (offline, for tests and the demo).
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers import AutoModel, AutoTokenizer, PreTrainedModel
+
+from vljepa.builders import build_tiny_vljepa, build_vljepa, paper_vljepa_config  # noqa: F401 (public API)
+from vljepa.configuration import Pooling, VLJepaConfig
+from vljepa.losses import text_ids, vljepa_loss
+
+MAX_LOGIT_SCALE = 100.0  # CLIP's clamp on the learnable logit scale (temperature >= 0.01)
+
+
+def normalize(x: torch.Tensor) -> torch.Tensor:
+    """L2-normalise embeddings along the last dim (what the loss and the tasks compare)."""
+    return F.normalize(x, dim=-1)
+
+
+def masked_mean(states: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mean over positions where mask is 1. states (B, L, H), mask (B, L) -> (B, H)."""
+    m = mask.to(states.dtype).unsqueeze(-1)  # (B, L, 1)
+    return (states * m).sum(1) / m.sum(1).clamp(min=1.0)
+
+
+def bidirectional_mask(mask: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """Padding-only additive attention mask: (B, L) of 0/1 -> (B, 1, L, L) of 0 / -inf-ish.
+
+    A 4-D mask is used as-is by transformers for eager and SDPA attention, so no causal
+    triangle is added: every token sees every non-pad token (paper: causal mask off).
+    """
+    b, length = mask.shape
+    blocked = (mask == 0)[:, None, None, :].expand(b, 1, length, length)  # (B, 1, L, L)
+    return torch.zeros(blocked.shape, dtype=dtype, device=mask.device).masked_fill(blocked, torch.finfo(dtype).min)
+
+
+class VLJepaModel(PreTrainedModel):
+    """VL-JEPA: predicts the embedding of a target text from a clip and a query."""
+
+    config_class = VLJepaConfig
+    base_model_prefix = "vljepa"
+    main_input_name = "pixel_values"
+    supports_gradient_checkpointing = True
+    _supports_sdpa = True
+    _keys_to_ignore_on_load_missing = [r"^x_encoder\."]  # reloaded from x_encoder_name_or_path
+
+    def __init__(self, config: VLJepaConfig, x_encoder: PreTrainedModel | None = None,
+                 predictor: PreTrainedModel | None = None, y_encoder: PreTrainedModel | None = None):
+        super().__init__(config)
+        self.x_encoder = x_encoder or AutoModel.from_config(config.sub_config("x_encoder"))
+        self.predictor = predictor or AutoModel.from_config(
+            config.sub_config("predictor"), attn_implementation=config.predictor_attn_implementation)
+        self.y_encoder = y_encoder or AutoModel.from_config(config.sub_config("y_encoder"))
+        for module in self.predictor.modules():  # belt and braces: flash/SDPA kernels read this flag
+            if hasattr(module, "is_causal"):
+                module.is_causal = False
+        h = self.predictor.config.hidden_size
+        self.visual_proj = nn.Linear(self.x_encoder.config.hidden_size, h)
+        self.predictor_head = nn.Linear(h, config.embed_dim)
+        self.y_head = nn.Linear(self.y_encoder.config.hidden_size, config.embed_dim)
+        self.logit_scale = nn.Parameter(torch.tensor(math.log(1.0 / config.temperature)),
+                                        requires_grad=config.learn_temperature)
+        self.predictor_tokenizer = None
+        self.y_tokenizer = None
+        self.post_init()
+        self.set_x_encoder_trainable(not config.freeze_x_encoder)
+
+    # ----------------------------------------------------------------- setup helpers
+    def _init_weights(self, module: nn.Module) -> None:
+        # Only our own heads; sub-models (X/Y encoders, predictor) initialise themselves.
+        if module in (self.visual_proj, self.predictor_head, self.y_head):
+            nn.init.normal_(module.weight, std=0.02)
+            nn.init.zeros_(module.bias)
+
+    def set_x_encoder_trainable(self, trainable: bool) -> None:
+        """Frozen (paper default): eval mode and requires_grad=False; unfreeze for a late stage."""
+        self.config.freeze_x_encoder = not trainable
+        self.x_encoder.requires_grad_(trainable)
+        self.x_encoder.train(trainable and self.training)
+
+    def train(self, mode: bool = True) -> VLJepaModel:
+        super().train(mode)
+        if self.config.freeze_x_encoder:
+            self.x_encoder.eval()  # a frozen encoder never runs dropout / batch-stat updates
+        return self
+
+    def attach_tokenizers(self, predictor_tokenizer, y_tokenizer) -> None:
+        """Tokenizers used by predict/encode_text; a missing pad token falls back to EOS (Llama)."""
+        if predictor_tokenizer.pad_token is None:
+            predictor_tokenizer.pad_token = predictor_tokenizer.eos_token
+        predictor_tokenizer.padding_side = "right"
+        y_tokenizer.padding_side = "right"
+        self.predictor_tokenizer, self.y_tokenizer = predictor_tokenizer, y_tokenizer
+
+    def _require_tokenizers(self) -> None:
+        if self.predictor_tokenizer is None or self.y_tokenizer is None:
+            raise RuntimeError("this VLJepaModel has no tokenizers; load it with VLJepaModel.from_pretrained(dir) "
+                               "or call model.attach_tokenizers(predictor_tokenizer, y_tokenizer)")
+
+    def logit_scale_value(self) -> torch.Tensor:
+        return self.logit_scale.exp().clamp(max=MAX_LOGIT_SCALE)
+
+    # ----------------------------------------------------------------- public encoders
+    def encode_video(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        """Frozen X-encoder: pixel_values (B, T, C, H, W) float -> visual tokens (B, N, Dx).
+
+        Video encoders (V-JEPA 2) take the clip; image encoders (SigLIP, CLIP) run on each frame
+        and their tokens are concatenated (an image is a 1-frame video).
+        """
+        if pixel_values.ndim != 5:
+            raise ValueError(f"pixel_values must be (B, T, C, H, W), got shape {tuple(pixel_values.shape)}; "
+                             "add a frame axis for images (x[:, None])")
+        dtype = next(self.x_encoder.parameters()).dtype
+        with torch.set_grad_enabled(torch.is_grad_enabled() and not self.config.freeze_x_encoder):
+            if self.config.is_video_encoder:
+                out = self.x_encoder(pixel_values_videos=pixel_values.to(dtype), skip_predictor=True)
+                return out.last_hidden_state  # (B, N, Dx)
+            b, t = pixel_values.shape[:2]
+            out = self.x_encoder(pixel_values=pixel_values.flatten(0, 1).to(dtype)).last_hidden_state  # (B*T, n, Dx)
+            return out.reshape(b, t * out.shape[1], out.shape[2])  # (B, T*n, Dx)
+
+    def _predictor_states(self, query: list[str], visual: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """[proj(visual) ; embed(query)] through the bidirectional predictor: (B, L, H), mask (B, L)."""
+        self._require_tokenizers()
+        if len(query) != visual.shape[0]:
+            raise ValueError(f"{len(query)} queries for {visual.shape[0]} clips; pass one query per clip")
+        embed = self.predictor.get_input_embeddings()
+        tok = self.predictor_tokenizer(list(query), padding=True, truncation=True, add_special_tokens=False,
+                                       max_length=self.config.max_query_length, return_tensors="pt")
+        ids = tok["input_ids"].to(visual.device).long()  # (B, Lq)
+        v = self.visual_proj(visual.to(self.visual_proj.weight.dtype))  # (B, N, H)
+        x = torch.cat([v, embed(ids).to(v.dtype)], dim=1)  # (B, N+Lq, H)
+        mask = torch.cat([torch.ones(v.shape[:2], dtype=torch.long, device=v.device),
+                          tok["attention_mask"].to(v.device).long()], dim=1)  # (B, L)
+        positions = torch.arange(x.shape[1], device=x.device)[None].expand(x.shape[0], -1)  # (B, L)
+        out = self.predictor(inputs_embeds=x, attention_mask=bidirectional_mask(mask, x.dtype),
+                             position_ids=positions, use_cache=False)
+        return out.last_hidden_state, mask
+
+    def predict(self, query: list[str], pixel_values: torch.Tensor | None = None,
+                visual: torch.Tensor | None = None, normalize: bool = False) -> torch.Tensor:
+        """Predicted target embedding (B, D) from a clip (or cached visual tokens) and a query."""
+        if (pixel_values is None) == (visual is None):
+            raise ValueError("pass exactly one of pixel_values (B, T, C, H, W) or visual (B, N, Dx) cached tokens")
+        if visual is None:
+            visual = self.encode_video(pixel_values)
+        states, mask = self._predictor_states(query, visual)
+        out = self.predictor_head(masked_mean(states, mask))  # (B, D)
+        return F.normalize(out, dim=-1) if normalize else out
+
+    def encode_text(self, texts: list[str], normalize: bool = False) -> torch.Tensor:
+        """Y-encoder + head: target texts -> (B, D)."""
+        self._require_tokenizers()
+        enc_dtype = next(self.y_encoder.parameters()).dtype
+        if enc_dtype == torch.float16 and self.y_encoder.config.model_type.startswith("gemma"):
+            raise ValueError("Gemma-family Y-encoders overflow in float16; use bfloat16 or float32")
+        device = self.y_head.weight.device
+        tok = self.y_tokenizer(list(texts), padding=True, truncation=True,
+                               max_length=self.config.max_target_length, return_tensors="pt").to(device)
+        states = self.y_encoder(input_ids=tok["input_ids"], attention_mask=tok["attention_mask"]).last_hidden_state
+        if Pooling(self.config.y_pooling) is Pooling.CLS:
+            pooled = states[:, 0]  # (B, Hy)
+        else:
+            pooled = masked_mean(states, tok["attention_mask"])  # (B, Hy)
+        out = self.y_head(pooled.to(self.y_head.weight.dtype))  # (B, D)
+        return F.normalize(out, dim=-1) if normalize else out
+
+    def forward(self, query: list[str], target: list[str], pixel_values: torch.Tensor | None = None,
+                visual: torch.Tensor | None = None, gather: bool = True) -> dict[str, torch.Tensor]:
+        """Training step: dict with 'loss', every loss term, 'pred' and 'target' (B, D) un-normalised."""
+        pred = self.predict(query, pixel_values=pixel_values, visual=visual)
+        tgt = self.encode_text(target)
+        losses = vljepa_loss(pred, tgt, self.config.loss, self.logit_scale_value(),
+                             target_ids=text_ids(list(target)).to(pred.device), gather=gather)
+        return {**losses, "pred": pred, "target": tgt}
+
+    # ----------------------------------------------------------------- save / load
+    def _x_encoder_in_checkpoint(self) -> bool:
+        c = self.config
+        return c.save_x_encoder or not c.freeze_x_encoder or c.x_encoder_name_or_path is None
+
+    def save_pretrained(self, save_directory: str | Path, **kwargs) -> None:  # noqa: D417 (HF signature)
+        """Config + trained weights + tokenizers; the X-encoder only when it cannot be re-fetched."""
+        state = self.state_dict()
+        if not self._x_encoder_in_checkpoint():
+            state = {k: v for k, v in state.items() if not k.startswith("x_encoder.")}
+        super().save_pretrained(save_directory, state_dict=state, **kwargs)
+        self._require_tokenizers()
+        self.predictor_tokenizer.save_pretrained(Path(save_directory) / "predictor_tokenizer")
+        self.y_tokenizer.save_pretrained(Path(save_directory) / "y_tokenizer")
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path: str | Path, *args, **kwargs) -> VLJepaModel:  # noqa: D417
+        """Inverse of save_pretrained: weights, tokenizers, and the X-encoder from its source."""
+        model = super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
+        if not model._x_encoder_in_checkpoint():
+            x = AutoModel.from_pretrained(model.config.x_encoder_name_or_path)
+            model.x_encoder = x.to(device=model.device, dtype=next(model.x_encoder.parameters()).dtype)
+            model.set_x_encoder_trainable(False)
+        src = str(pretrained_model_name_or_path)
+        model.attach_tokenizers(AutoTokenizer.from_pretrained(src, subfolder="predictor_tokenizer"),
+                                AutoTokenizer.from_pretrained(src, subfolder="y_tokenizer"))
+        return model
+
+    def parameter_counts(self) -> dict[str, int]:
+        """Total and trainable parameters, overall and per part (meta tensors count too)."""
+        parts = {"x_encoder": self.x_encoder, "predictor": self.predictor, "y_encoder": self.y_encoder,
+                 "heads": nn.ModuleList([self.visual_proj, self.predictor_head, self.y_head])}
+        out = {f"{n}_total": sum(p.numel() for p in m.parameters()) for n, m in parts.items()}
+        out["total"] = sum(p.numel() for p in self.parameters())
+        out["trainable"] = sum(p.numel() for p in self.parameters() if p.requires_grad)
+        return out

@@ -1,0 +1,189 @@
+"""Packed `jepa_forward` == straightforward separate forward passes (fp32, 1e-5), the lambda=0
+LM loss == the model's own causal-LM loss, span tracking vs the reference's per-family offsets,
+and malformed-record handling.
+
+    pytest tests/test_llm_jepa_forward.py
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from llm_jepa.collator import FAMILY_OFFSETS, JepaCollator, predictor_tokens, strip_views
+from llm_jepa.config import Distance, JepaMode, LLMJepaConfig, Padding
+from llm_jepa.data import InvalidRecords, RecordError, load_records
+from llm_jepa.losses import jepa_distance
+from llm_jepa.modeling import jepa_forward, load_model_and_tokenizer
+
+_CACHE: dict = {}
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Tiny models run faster on one thread; on a busy 2-core box two threads spin (~1000x slower)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def _setup(family: str, k: int, corpus: list[str], attn: str = "sdpa"):
+    key = (family, k, attn)
+    if key not in _CACHE:
+        cfg = LLMJepaConfig()
+        cfg.model.tiny_family, cfg.model.attn_implementation, cfg.jepa.predictors = family, attn, k
+        model, tok = load_model_and_tokenizer(cfg, corpus)
+        _CACHE[key] = (model.eval(), tok)
+    return _CACHE[key]
+
+
+def _cfg(family, k, padding, distance, mode=JepaMode.REFERENCE, lam=1.0) -> LLMJepaConfig:
+    cfg = LLMJepaConfig()
+    cfg.model.tiny_family, cfg.jepa.predictors, cfg.jepa.distance, cfg.jepa.mode = family, k, distance, mode
+    cfg.data.padding_side, cfg.jepa.lam = padding, lam
+    return cfg
+
+
+def _separate(model, collate: JepaCollator, records: list[dict], cfg: LLMJepaConfig) -> dict:
+    """The three-pass definition: each view of each record run alone, no padding, no packing."""
+    lm_sum, n_tok, preds, targets = 0.0, 0, [], []
+    decoder = model.get_decoder()
+    for rec in records:
+        enc = collate.encode(rec)
+        ids = torch.tensor([enc.full_ids])
+        logits = model(ids).logits[0, :-1]  # (T-1, V)
+        labels = torch.tensor(enc.labels[1:])
+        keep = labels != -100
+        lm_sum += F.cross_entropy(logits[keep], labels[keep], reduction="sum")
+        n_tok += int(keep.sum())
+        if cfg.jepa.mode is JepaMode.REFERENCE:
+            preds.append(decoder(torch.tensor([enc.text_ids])).last_hidden_state[0, enc.text_last])
+        else:  # conversation up to the end of the user turn, then the predictor tokens
+            ctx = enc.full_ids[: enc.text_end + 1] + collate.pred_ids
+            preds.append(decoder(torch.tensor([ctx])).last_hidden_state[0, -1])
+        targets.append(decoder(torch.tensor([enc.code_ids])).last_hidden_state[0, enc.code_last])
+    j = jepa_distance(torch.stack(preds), torch.stack(targets), cfg.jepa.distance, cfg.jepa.temperature)
+    return {"lm_loss": lm_sum / n_tok, "jepa_loss": j["jepa_loss"], "cos_sim": j["cos_sim"]}
+
+
+@pytest.mark.parametrize("family,attn", [("llama", "sdpa"), ("llama", "eager"), ("gemma", "eager")])
+@pytest.mark.parametrize("padding", list(Padding))
+@pytest.mark.parametrize("k", [0, 2])
+def test_reference_packing_equals_three_passes(family, attn, padding, k, synth_records, tokenizer_corpus):
+    model, tok = _setup(family, k, tokenizer_corpus, attn)
+    records = synth_records[:4]
+    for distance in Distance:
+        cfg = _cfg(family, k, padding, distance)
+        collate = JepaCollator(tok, cfg)
+        with torch.no_grad():
+            packed = jepa_forward(model, collate(records), cfg)
+            ref = _separate(model, collate, records, cfg)
+        for key in ("lm_loss", "jepa_loss", "cos_sim"):
+            assert torch.allclose(packed[key], ref[key], atol=1e-5), (distance, key, packed[key], ref[key])
+        expected = cfg.jepa.gamma * ref["lm_loss"] + cfg.jepa.lam * ref["jepa_loss"]
+        assert torch.allclose(packed["loss"], expected, atol=1e-5)
+
+
+@pytest.mark.parametrize("padding", list(Padding))
+@pytest.mark.parametrize("k", [0, 2])
+def test_in_context_equals_separate_prefix_pass(padding, k, synth_records, tokenizer_corpus):
+    model, tok = _setup("llama", k, tokenizer_corpus)
+    cfg = _cfg("llama", k, padding, Distance.COSINE, mode=JepaMode.IN_CONTEXT)
+    collate = JepaCollator(tok, cfg)
+    with torch.no_grad():
+        packed = jepa_forward(model, collate(synth_records[:4]), cfg)
+        ref = _separate(model, collate, synth_records[:4], cfg)
+    for key in ("lm_loss", "jepa_loss", "cos_sim"):
+        assert torch.allclose(packed[key], ref[key], atol=1e-5), key
+
+
+@pytest.mark.parametrize("family", ["llama", "gemma"])
+def test_lambda_zero_is_the_models_own_lm_loss(family, synth_records, tokenizer_corpus):
+    model, tok = _setup(family, 1, tokenizer_corpus, "eager" if family == "gemma" else "sdpa")
+    cfg = _cfg(family, 1, Padding.RIGHT, Distance.COSINE, lam=0.0)
+    collate = JepaCollator(tok, cfg)
+    batch = collate(synth_records[:6])
+    assert "text_index" not in batch  # no views computed when lambda = 0
+    encs = [collate.encode(r) for r in synth_records[:6]]
+    T = max(len(e.full_ids) for e in encs)
+    ids = torch.full((6, T), tok.pad_token_id)
+    labels = torch.full((6, T), -100)
+    mask = torch.zeros(6, T, dtype=torch.long)
+    for b, e in enumerate(encs):
+        ids[b, : len(e.full_ids)], labels[b, : len(e.labels)] = torch.tensor(e.full_ids), torch.tensor(e.labels)
+        mask[b, : len(e.full_ids)] = 1
+    with torch.no_grad():
+        own = model(input_ids=ids, attention_mask=mask, labels=labels).loss
+        ours = jepa_forward(model, batch, cfg)
+    assert torch.allclose(ours["loss"], own, atol=1e-5)
+    assert float(ours["jepa_loss"]) == 0.0
+
+
+def test_labels_cover_only_the_assistant_turn_and_its_end_token(synth_records, tokenizer_corpus):
+    _, tok = _setup("llama", 1, tokenizer_corpus)
+    cfg = _cfg("llama", 1, Padding.RIGHT, Distance.COSINE)
+    enc = JepaCollator(tok, cfg).encode(synth_records[0])
+    trained = [t for t in enc.labels if t != -100]
+    assert tok.decode(trained) == synth_records[0]["messages"][2]["content"] + "<|eot_id|>"
+    assert enc.full_ids.count(tok.bos_token_id) == 1  # single BOS
+    cfg.jepa.paper_compat = True  # reference quirk: every non-EOS token is a label
+    compat = JepaCollator(tok, cfg).encode(synth_records[0])
+    assert tok.eos_token_id not in compat.labels and len([t for t in compat.labels if t != -100]) > len(trained)
+
+
+@pytest.mark.parametrize("family", ["llama", "gemma", "gemma3", "qwen"])
+@pytest.mark.parametrize("k", [0, 2])
+def test_tracked_span_vs_reference_offsets(family, k, synth_records, tokenizer_corpus):
+    _, tok = _setup(family, k, tokenizer_corpus)
+    enc = JepaCollator(tok, _cfg(family, k, Padding.RIGHT, Distance.COSINE)).encode(synth_records[1])
+    last = tok.convert_ids_to_tokens(enc.text_ids[enc.text_last])
+    if k:
+        assert last == predictor_tokens(k)[-1]
+    else:
+        assert synth_records[1]["messages"][1]["content"].rstrip().endswith(tok.decode([enc.text_ids[enc.text_last]]))
+    offset_idx = len(enc.text_ids) + FAMILY_OFFSETS["gemma" if family.startswith("gemma") else family]
+    if family.startswith("gemma"):
+        # the reference's -2 lands on <end_of_turn> (the template ends "<end_of_turn>\n"), one past the content
+        assert offset_idx == enc.text_last + 1
+        assert tok.convert_ids_to_tokens(enc.text_ids[offset_idx]) == "<end_of_turn>"
+    else:
+        assert offset_idx == enc.text_last
+        assert len(enc.code_ids) + FAMILY_OFFSETS[family] == enc.code_last
+
+
+def test_strip_views_gives_the_plain_lm_loss(synth_records, tokenizer_corpus):
+    model, tok = _setup("llama", 2, tokenizer_corpus)
+    cfg = _cfg("llama", 2, Padding.LEFT, Distance.COSINE)
+    batch = JepaCollator(tok, cfg)(synth_records[:4])
+    stripped = strip_views(batch)
+    assert stripped["input_ids"].shape[1] < batch["input_ids"].shape[1]
+    with torch.no_grad():
+        full = jepa_forward(model, batch, cfg)
+        plain = jepa_forward(model, stripped, cfg)
+    assert torch.allclose(full["lm_loss"], plain["lm_loss"], atol=1e-5)
+    assert float(plain["n_pairs"]) == 0
+
+
+def test_malformed_records(tmp_path, synth_records, tokenizer_corpus):
+    good = synth_records[0]
+    bad = [{"messages": [{"role": "user", "content": "x"}]},  # missing assistant
+           {"messages": [{"role": "system", "content": "s"}, {"role": "user", "content": "  "},
+                         {"role": "assistant", "content": "a"}]},  # empty text
+           {"text": "no messages"}]
+    path = tmp_path / "mixed.jsonl"
+    path.write_text("\n".join(json.dumps(r) for r in [good, *bad, good]) + "\n")
+    with pytest.raises(RecordError, match="record 1: roles"):
+        load_records(path)
+    assert len(load_records(path, on_invalid=InvalidRecords.SKIP)) == 2
+    (tmp_path / "broken.jsonl").write_text('{"messages": [\n')
+    with pytest.raises(RecordError, match="broken.jsonl:1: not valid JSON"):
+        load_records(tmp_path / "broken.jsonl")
+    _, tok = _setup("llama", 1, tokenizer_corpus)
+    cfg = _cfg("llama", 1, Padding.RIGHT, Distance.COSINE)
+    cfg.data.max_length = 16
+    with pytest.raises(RecordError, match="max_length=16"):
+        JepaCollator(tok, cfg).encode(good)

@@ -1,0 +1,214 @@
+"""Streaming VL-JEPA over long videos: a sliding window -> one predicted embedding per step ->
+selective decoding of captions only where the meaning changes (paper, "selective decoding").
+
+Data flow:
+  source (video file via PyAV | folder of frames | iterator of (t, frame (3, H, W) uint8))
+  -> `iter_frames`: frames one at a time (never the whole video in memory)
+  -> `iter_windows`: a deque of frames preprocessed ONCE each; every `stride_s` the last
+     `window_s` seconds are sampled to `frames_per_window` frames (overlapping windows reuse
+     the decoded, resized and normalised frames; the V-JEPA 2 encoder attends across the whole
+     clip, so its tokens cannot be reused exactly between windows and are recomputed)
+  -> `embed_stream`: batches of windows -> `model.predict(query, pixel_values)` -> (t, emb (D,))
+  -> `iter_online` (vljepa.segment) decides, without calling the decoder, where to decode
+  -> `YDecoder.generate` -> (t, caption).
+Memory is O(window + batch) whatever the video length.
+
+    vljepa stream VIDEO --model DIR [--window 2 --stride 0.5 --threshold 0.15 --rate-hz 0.5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from vljepa.segment import DecodeBudget, DecodePoint, TriggerConfig, iter_online
+from vljepa.video import IMAGE_SUFFIXES, MediaError, _import_av, load_image, uniform_indices
+
+Frame = tuple[float, torch.Tensor]  # (t seconds, uint8 (3, H, W))
+
+
+@dataclass
+class StreamConfig:
+    """Sliding window over the stream (seconds) and how each window is fed to the model."""
+
+    window_s: float = 2.0
+    stride_s: float = 0.5
+    frames_per_window: int = 8
+    query: str = "what is happening?"
+    batch_size: int = 8
+
+    def __post_init__(self) -> None:
+        if self.window_s <= 0 or self.stride_s <= 0:
+            raise ValueError(f"window_s and stride_s must be > 0, got {self.window_s}, {self.stride_s}")
+
+
+def iter_video_frames(path: str | Path) -> Iterator[Frame]:
+    """Decode a video file frame by frame with PyAV: (t, uint8 (3, H, W))."""
+    av = _import_av()
+    path = Path(path)
+    if not path.is_file():
+        raise MediaError(f"video {path} does not exist; pass a video file, a folder of frames or an iterator")
+    try:
+        with av.open(str(path)) as container:
+            stream = container.streams.video[0]
+            rate = float(stream.average_rate or 25)
+            for i, frame in enumerate(container.decode(stream)):
+                t = frame.time if frame.time is not None else i / rate
+                yield float(t), torch.from_numpy(frame.to_ndarray(format="rgb24")).permute(2, 0, 1)
+    except av.FFmpegError as e:
+        raise MediaError(f"cannot decode video {path}: {e}; re-encode it (ffmpeg -i in -c:v libx264 out.mp4)") from e
+
+
+def iter_frame_dir(folder: str | Path, fps: float) -> Iterator[Frame]:
+    """Image files of a folder in name order, stamped at `fps`."""
+    files = sorted(p for p in Path(folder).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    if not files:
+        raise MediaError(f"no image files ({sorted(IMAGE_SUFFIXES)}) in {folder}")
+    for i, p in enumerate(files):
+        yield i / fps, load_image(p)[0]
+
+
+def iter_frames(source: str | Path | Iterable[Frame], fps: float | None = None) -> Iterator[Frame]:
+    """Any supported source -> (t, frame) iterator. A folder needs `fps`."""
+    if isinstance(source, str | Path):
+        if Path(source).is_dir():
+            if fps is None:
+                raise ValueError(f"{source} is a folder of frames: pass fps= (frames per second) to stamp them")
+            return iter_frame_dir(source, fps)
+        return iter_video_frames(source)
+    return iter(source)
+
+
+def iter_windows(frames: Iterable[Frame], cfg: StreamConfig,
+                 transform: Callable[[torch.Tensor], torch.Tensor]) -> Iterator[tuple[float, torch.Tensor]]:
+    """(window centre t, clip (frames_per_window, C, S, S)) every `stride_s` once a window is full.
+
+    Each frame goes through `transform` once and is kept only while some window still needs it."""
+    buf: deque[tuple[float, torch.Tensor]] = deque()
+    t0 = next_end = None
+    for t, frame in frames:
+        if t0 is None:
+            t0 = t
+            next_end = t0 + cfg.window_s
+        # emit every window whose end lies before this frame
+        while t >= next_end and buf:
+            yield _window(buf, next_end, cfg)
+            next_end += cfg.stride_s
+            while buf and buf[0][0] < next_end - cfg.window_s:
+                buf.popleft()
+        buf.append((t, transform(frame[None])[0]))  # (C, S, S), preprocessed once
+    if buf and next_end - t0 == cfg.window_s:  # shorter than one window: one embedding for all of it
+        yield _window(buf, buf[-1][0] + 1e-6, cfg)
+
+
+def _window(buf: deque, end: float, cfg: StreamConfig) -> tuple[float, torch.Tensor]:
+    inside = [f for t, f in buf if end - cfg.window_s <= t < end] or [buf[-1][1]]
+    clip = torch.stack([inside[i] for i in uniform_indices(len(inside), cfg.frames_per_window)])
+    start = max(buf[0][0], end - cfg.window_s)
+    return (start + end) / 2, clip  # (T, C, S, S)
+
+
+@torch.no_grad()
+def embed_stream(model, windows: Iterable[tuple[float, torch.Tensor]], cfg: StreamConfig,
+                 stats: dict | None = None) -> Iterator[tuple[float, np.ndarray]]:
+    """Predicted embeddings (t, (D,)) for each window, computed `batch_size` windows at a time."""
+    batch: list[tuple[float, torch.Tensor]] = []
+    device = next(model.parameters()).device
+
+    def flush():
+        pixels = torch.stack([c for _, c in batch]).to(device)  # (B, T, C, S, S)
+        pred = model.predict([cfg.query] * len(batch), pixel_values=pixels, normalize=True)  # (B, D)
+        if stats is not None:
+            stats["windows"] = stats.get("windows", 0) + len(batch)
+        return [(t, e) for (t, _), e in zip(batch, pred.float().cpu().numpy())]
+
+    for item in windows:
+        batch.append(item)
+        if len(batch) == cfg.batch_size:
+            yield from flush()
+            batch = []
+    if batch:
+        yield from flush()
+
+
+def decode_points(decoder, points: Iterable[DecodePoint], stats: dict | None = None) -> Iterator[tuple[float, str]]:
+    """Caption each decode point as it arrives (one decoder call per point, counted in `stats`)."""
+    for p in points:
+        caption = decoder.generate(torch.as_tensor(p.embedding, dtype=torch.float32)[None])[0]
+        if stats is not None:
+            stats["decodes"] = stats.get("decodes", 0) + 1
+        yield p.t, caption
+
+
+class _Counted:
+    """Wrap a frame iterator to count frames as they pass."""
+
+    def __init__(self, frames: Iterable[Frame], stats: dict):
+        self.frames, self.stats = frames, stats
+
+    def __iter__(self) -> Iterator[Frame]:
+        for item in self.frames:
+            self.stats["frames"] = self.stats.get("frames", 0) + 1
+            yield item
+
+
+def caption_stream(model, decoder, transform, source, cfg: StreamConfig, trigger: TriggerConfig,
+                   budget: DecodeBudget | None = None, fps: float | None = None,
+                   stats: dict | None = None) -> Iterator[tuple[float, str]]:
+    """The whole pipeline: source -> windows -> embeddings -> online trigger -> captions."""
+    stats = {} if stats is None else stats
+    frames = _Counted(iter_frames(source, fps), stats)
+    embeddings = embed_stream(model, iter_windows(frames, cfg, transform), cfg, stats)
+    yield from decode_points(decoder, iter_online(embeddings, trigger, budget), stats)
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="vljepa stream", description="Caption a long video with selective decoding.")
+    p.add_argument("video", help="video file or folder of frames")
+    p.add_argument("--model", required=True, help="folder with a saved VLJepaModel and its y_decoder/")
+    p.add_argument("--fps", type=float, default=None, help="frame rate of a folder of frames")
+    p.add_argument("--window", type=float, default=2.0, help="window length, seconds")
+    p.add_argument("--stride", type=float, default=0.5, help="window stride, seconds")
+    p.add_argument("--frames", type=int, default=None, help="frames per window (default: the model's)")
+    p.add_argument("--query", default=StreamConfig.query)
+    p.add_argument("--threshold", type=float, default=0.15, help="cosine distance that triggers a decode")
+    p.add_argument("--variance-threshold", type=float, default=None)
+    p.add_argument("--min-gap", type=float, default=1.0, help="seconds between decodes, at least")
+    p.add_argument("--rate-hz", type=float, default=None, help="decode budget: average decodes per second")
+    p.add_argument("--max-decodes", type=int, default=None, help="decode budget: hard cap")
+    p.add_argument("--max-new-tokens", type=int, default=24)
+    return p
+
+
+def cli_main(argv: list[str]) -> int:
+    """`vljepa stream VIDEO --model DIR`: print timestamped captions as they are decoded."""
+    from vljepa.decoder import load_decoder
+    from vljepa.modeling import VLJepaModel
+    from vljepa.processing import VideoTransform
+
+    args = _parser().parse_args(argv)
+    model = VLJepaModel.from_pretrained(args.model).eval()
+    decoder = load_decoder(args.model)
+    frames = args.frames or int(model.config.x_encoder.get("frames_per_clip", 8))
+    cfg = StreamConfig(window_s=args.window, stride_s=args.stride, frames_per_window=frames, query=args.query)
+    trigger = TriggerConfig(cosine_threshold=args.threshold, variance_threshold=args.variance_threshold,
+                            min_gap_s=args.min_gap)
+    budget = DecodeBudget(rate_hz=args.rate_hz, max_decodes=args.max_decodes)
+    stats: dict = {}
+    transform = VideoTransform.for_encoder(model.config.x_encoder)
+    for t, caption in caption_stream(model, decoder, transform, args.video, cfg, trigger, budget, args.fps, stats):
+        print(f"[{t:8.2f}s] {caption}", flush=True)
+    print(f"decodes: {stats.get('decodes', 0)}  windows: {stats.get('windows', 0)}  "
+          f"frames: {stats.get('frames', 0)}", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(cli_main(sys.argv[1:]))

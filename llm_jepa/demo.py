@@ -13,7 +13,6 @@ paper's accuracy gains (those need the real checkpoints, recipes/llm_jepa/llama1
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 import torch

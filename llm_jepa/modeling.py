@@ -60,8 +60,13 @@ def ensure_pad_token(model: PreTrainedModel, tok: PreTrainedTokenizerBase) -> No
             tok.pad_token = reserved
         else:
             tok.add_special_tokens({"pad_token": "<|pad|>"})
-    if len(tok) > model.get_input_embeddings().weight.shape[0]:
+    emb = model.get_input_embeddings().weight
+    if len(tok) > emb.shape[0]:
+        old = emb.shape[0]
         model.resize_token_embeddings(len(tok), mean_resizing=False)
+        emb = model.get_input_embeddings().weight
+        with torch.no_grad():  # deterministic (resize draws from the global RNG): the mean embedding
+            emb[old:] = emb[:old].mean(0).to(emb.dtype)
     model.config.pad_token_id = tok.pad_token_id
     if model.generation_config is not None:
         model.generation_config.pad_token_id = tok.pad_token_id

@@ -130,8 +130,9 @@ def plot_report(cos: dict, fit: dict, path: Path) -> Path:
     import matplotlib.pyplot as plt
 
     fig, (a, b) = plt.subplots(1, 2, figsize=(10, 3.6))
-    a.hist(cos["_matched"], bins=40, alpha=0.7, label="own pair")
-    a.hist(cos["_mismatched"], bins=40, alpha=0.7, label="mismatched")
+    bins = np.linspace(-1.0, 1.0, 81)  # fixed range: a constant cosine is still plottable
+    a.hist(np.clip(cos["_matched"], -1, 1), bins=bins, alpha=0.7, label="own pair")
+    a.hist(np.clip(cos["_mismatched"], -1, 1), bins=bins, alpha=0.7, label="mismatched")
     a.set_xlabel("cos(Enc(Text), Enc(Code))")
     a.legend()
     for key, label in (("_sv_map", "linear map T->C"), ("_sv_diff", "Enc(Code) - Enc(Text)")):

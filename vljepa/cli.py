@@ -1,0 +1,82 @@
+"""`vljepa` command line: train, cache-features, and dispatchers for eval and stream.
+
+    vljepa train --config recipes/vljepa/tiny_cpu.yaml [--set optim.max_steps=50 ...]
+    vljepa cache-features --config recipes/vljepa/tiny_cpu.yaml --out runs/cache [--pooled] [--set ...]
+    vljepa eval ...     # -> eval.cli.main(argv)        (imported only when used)
+    vljepa stream ...   # -> vljepa.stream.cli_main(argv) (imported only when used)
+
+A recipe is a YAML file of `vljepa.recipe.TrainConfig`; `--set a.b=c` overrides it and unknown
+keys are errors (jepa_common.config).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from jepa_common.config import load_config
+
+
+def _recipe_parser(prog: str, description: str) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog=prog, description=description)
+    p.add_argument("--config", required=True, help="YAML recipe, e.g. recipes/vljepa/tiny_cpu.yaml")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a recipe field, e.g. --set optim.lr=1e-4 (repeatable)")
+    return p
+
+
+def train_main(argv: list[str]) -> None:
+    from vljepa.recipe import TrainConfig
+    from vljepa.train import train
+
+    args = _recipe_parser("vljepa train", "Train a VL-JEPA model from a recipe.").parse_args(argv)
+    result = train(load_config(TrainConfig, args.config, args.overrides))
+    print(json.dumps({"step": result["step"], "model_dir": result["model_dir"], "last": result["last"]}))
+
+
+def cache_main(argv: list[str]) -> None:
+    from vljepa.cache import cache_features
+    from vljepa.recipe import TrainConfig, build_dataset, build_model
+
+    p = _recipe_parser("vljepa cache-features", "Run the frozen X-encoder once over a recipe's data.")
+    p.add_argument("--out", required=True, help="output folder for the feature shards")
+    p.add_argument("--pooled", action="store_true", help="store the mean visual token instead of all tokens")
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--shard-size", type=int, default=1024)
+    p.add_argument("--dtype", default="float32", choices=["float32", "float16", "bfloat16"])
+    args = p.parse_args(argv)
+    cfg = load_config(TrainConfig, args.config, args.overrides)
+    model = build_model(cfg.model)
+    out = cache_features(model, build_dataset(cfg.data, model), args.out, batch_size=args.batch_size,
+                         shard_size=args.shard_size, pooled=args.pooled, dtype=args.dtype)
+    print(f"cached features in {out}")
+
+
+def _eval_main(argv: list[str]) -> None:
+    from eval.cli import main
+
+    main(argv)
+
+
+def _stream_main(argv: list[str]) -> None:
+    from vljepa.stream import cli_main
+
+    cli_main(argv)
+
+
+COMMANDS = {"train": train_main, "cache-features": cache_main, "eval": _eval_main, "stream": _stream_main}
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help") or argv[0] not in COMMANDS:
+        print(__doc__.strip())
+        if argv and argv[0] not in ("-h", "--help"):
+            sys.exit(f"unknown command {argv[0]!r}; choose one of {sorted(COMMANDS)}")
+        return
+    COMMANDS[argv[0]](argv[1:])
+
+
+if __name__ == "__main__":
+    main()

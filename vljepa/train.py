@@ -1,0 +1,157 @@
+"""VL-JEPA training loop: `train(cfg)` with Accelerate.
+
+Data flow: TrainConfig (vljepa.recipe) -> model (frozen X-encoder, predictor, Y-encoder) and
+dataset (clips or cached features) -> DataLoader -> `model(query, target, pixel_values|visual)`
+-> loss dict (every term logged) -> AdamW with parameter groups (predictor + heads at `lr`,
+Y-encoder backbone at `lr * y_lr_multiplier`, X-encoder absent while frozen) -> checkpoints
+(`output_dir/checkpoints/step_NNNNNN`, resumable: model, optimizer, scheduler, RNG, step) ->
+`output_dir/model` (VLJepaModel.save_pretrained) + `config.yaml` + `metrics.jsonl`.
+
+Gradient accumulation, mixed precision (bf16; fp16 is refused for Gemma Y-encoders) and
+multi-process runs (`accelerate launch` on GPUs, `torchrun` on CPU) come from Accelerate; in
+multi-process runs the InfoNCE negatives are gathered from every process (vljepa.losses).
+
+    vljepa train --config recipes/vljepa/tiny_cpu.yaml --set optim.max_steps=50
+"""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from pathlib import Path
+
+import torch
+from accelerate import Accelerator, DataLoaderConfiguration
+from accelerate.utils import set_seed
+from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
+from transformers import get_cosine_schedule_with_warmup
+
+from jepa_common.config import save_config
+from jepa_common.io import atomic_write_json, atomic_write_text, run_metadata
+from vljepa.data import collate
+from vljepa.recipe import MixedPrecision, OptimConfig, TrainConfig, build_dataset, build_model
+
+STATE_FILE = "trainer_state.json"
+LOGGED = ("loss", "loss_v2t", "loss_t2v", "loss_cosine", "loss_l1", "loss_l2", "temperature")
+
+
+def param_groups(model, cfg: OptimConfig) -> list[dict]:
+    """AdamW groups: main (predictor, heads, logit scale, unfrozen X-encoder) at lr; the Y-encoder
+    backbone at lr * y_lr_multiplier (frozen when 0). No weight decay on vectors (norms, biases)."""
+    if cfg.y_lr_multiplier < 0:
+        raise ValueError(f"optim.y_lr_multiplier={cfg.y_lr_multiplier} must be >= 0 (0 freezes the Y-encoder)")
+    model.y_encoder.requires_grad_(cfg.y_lr_multiplier > 0)
+    y_ids = {id(p) for p in model.y_encoder.parameters()}
+    groups: dict[tuple[str, bool], list] = defaultdict(list)
+    for p in model.parameters():
+        if p.requires_grad:
+            groups[("y" if id(p) in y_ids else "main", p.ndim >= 2)].append(p)
+    return [{"params": params, "lr": cfg.lr * (cfg.y_lr_multiplier if part == "y" else 1.0),
+             "weight_decay": cfg.weight_decay if decay else 0.0, "name": f"{part}{'' if decay else '_no_decay'}"}
+            for (part, decay), params in groups.items()]
+
+
+def _check_precision(model, cfg: TrainConfig) -> None:
+    if cfg.run.mixed_precision is MixedPrecision.FP16 and model.y_encoder.config.model_type.startswith("gemma"):
+        raise ValueError("run.mixed_precision=fp16 overflows Gemma-family Y-encoders; use bf16 (or no)")
+
+
+def _latest_checkpoint(out: Path) -> Path | None:
+    ckpts = sorted((out / "checkpoints").glob("step_*")) if (out / "checkpoints").is_dir() else []
+    return next((c for c in reversed(ckpts) if (c / STATE_FILE).is_file()), None)
+
+
+def _save_checkpoint(accelerator: Accelerator, out: Path, step: int) -> None:
+    ckpt = out / "checkpoints" / f"step_{step:06d}"
+    accelerator.save_state(str(ckpt))
+    if accelerator.is_main_process:  # written last: a checkpoint without it is incomplete and ignored
+        atomic_write_json(ckpt / STATE_FILE, {"step": step})
+
+
+def _batch_inputs(batch: dict, device: torch.device) -> dict:
+    key = "pixel_values" if "pixel_values" in batch else "visual"
+    return {key: batch[key].to(device), "query": batch["query"], "target": batch["target"]}
+
+
+def _log(accelerator: Accelerator, out: Path, step: int, sums: dict, count: int, history: list) -> dict:
+    row = {"step": step, **{k: v / max(count, 1) for k, v in sums.items()}}
+    history.append(row)
+    if accelerator.is_main_process:
+        with (out / "metrics.jsonl").open("a") as f:
+            f.write(json.dumps(row) + "\n")
+    return row
+
+
+def _setup(cfg: TrainConfig):
+    accelerator = Accelerator(gradient_accumulation_steps=cfg.optim.grad_accum,
+                              mixed_precision=cfg.run.mixed_precision.value,
+                              dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True))
+    set_seed(cfg.run.seed)
+    model = build_model(cfg.model)
+    _check_precision(model, cfg)
+    dataset = build_dataset(cfg.data, model)
+    loader = DataLoader(dataset, batch_size=cfg.optim.batch_size, shuffle=True, collate_fn=collate,
+                        num_workers=cfg.data.num_workers, drop_last=len(dataset) >= cfg.optim.batch_size)
+    o = cfg.optim
+    optimizer = torch.optim.AdamW(param_groups(model, o), lr=o.lr, betas=tuple(o.betas))
+    scheduler = get_cosine_schedule_with_warmup(optimizer, o.warmup_steps, o.max_steps)
+    model, optimizer, loader, scheduler = accelerator.prepare(model, optimizer, loader, scheduler)
+    return accelerator, model, optimizer, loader, scheduler
+
+
+def train(cfg: TrainConfig) -> dict:
+    """Run the recipe; returns {"step", "model_dir", "history": [logged rows], "last": last row}."""
+    out = Path(cfg.run.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    accelerator, model, optimizer, loader, scheduler = _setup(cfg)
+    if accelerator.is_main_process:
+        save_config(cfg, out / "config.yaml")
+        atomic_write_json(out / "run_metadata.json", run_metadata())
+    step, ckpt = 0, _latest_checkpoint(out) if cfg.run.resume else None
+    if ckpt is not None:
+        accelerator.load_state(str(ckpt))
+        step = json.loads((ckpt / STATE_FILE).read_text())["step"]
+        accelerator.print(f"resumed from {ckpt} at step {step}")
+    history: list[dict] = []
+    sums, count = defaultdict(float), 0
+    bar = tqdm(total=cfg.optim.max_steps, initial=step, desc="vljepa train",
+               disable=not (cfg.run.progress and accelerator.is_local_main_process))
+    batches_done = step * cfg.optim.grad_accum
+    while step < cfg.optim.max_steps:
+        epoch, skip = divmod(batches_done, len(loader))
+        loader.set_epoch(epoch)
+        for batch in accelerator.skip_first_batches(loader, skip) if skip else loader:
+            with accelerator.accumulate(model):
+                losses = model(**_batch_inputs(batch, accelerator.device))
+                accelerator.backward(losses["loss"])
+                if accelerator.sync_gradients and cfg.optim.max_grad_norm > 0:
+                    accelerator.clip_grad_norm_(model.parameters(), cfg.optim.max_grad_norm)
+                optimizer.step()
+                scheduler.step()
+                optimizer.zero_grad()
+            batches_done += 1
+            for k in LOGGED:
+                if k in losses:
+                    sums[k] += float(losses[k].detach())
+            count += 1
+            if not accelerator.sync_gradients:
+                continue
+            step += 1
+            bar.update(1)
+            if step % cfg.run.log_every == 0 or step == cfg.optim.max_steps:
+                bar.set_postfix(loss=f"{_log(accelerator, out, step, sums, count, history)['loss']:.4f}")
+                sums, count = defaultdict(float), 0
+            if cfg.run.save_every and step % cfg.run.save_every == 0:
+                _save_checkpoint(accelerator, out, step)
+            if step >= cfg.optim.max_steps:
+                break
+    bar.close()
+    _save_checkpoint(accelerator, out, step)
+    model_dir = out / "model"
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        accelerator.unwrap_model(model).save_pretrained(model_dir)
+        atomic_write_text(out / "DONE", f"{step}\n")
+    accelerator.wait_for_everyone()
+    return {"step": step, "model_dir": str(model_dir), "history": history, "last": history[-1] if history else {}}

@@ -59,6 +59,7 @@ class EvalConfig:
     out_dir: str = "runs/eval"
     spider_db_dir: str | None = None  # <dir>/<db_id>/<db_id>.sqlite enables Spider execution match
     representation: bool = False  # also write the Enc(Text)/Enc(Code) diagnostics
+    representation_predictors: int = 0  # k predictor tokens on the Text view (0: Enc(Text) itself)
     generation: GenerationSection = field(default_factory=GenerationSection)
     regex: RegexSection = field(default_factory=RegexSection)
 
@@ -113,8 +114,8 @@ def evaluate(cfg: EvalConfig) -> dict[str, Any]:
     if cfg.representation:
         from eval.representation import hf_view_encoder, representation_report
 
-        summary["representation"] = representation_report(hf_view_encoder(model, tok), records,
-                                                          out_dir / "representation")
+        encode = hf_view_encoder(model, tok, cfg.representation_predictors)
+        summary["representation"] = representation_report(encode, records, out_dir / "representation")
     atomic_write_json(out_dir / "summary.json", summary)
     log.info("%s on %s: %s = %.4f (n=%d) -> %s", spec.task.value, cfg.data, spec.primary,
              metrics["accuracy"], len(records), out_dir)

@@ -1,0 +1,223 @@
+"""Video classification evaluation: zero-shot, linear probe, attentive probe, multiple-choice VQA.
+
+Data flow (any model with `predict(query, pixel_values=..., visual=...)` and `encode_text(texts)`,
+or saved embeddings):
+- zero-shot: class names x prompt templates -> encode_text -> per-class mean of the unit template
+  embeddings (CLIP-style ensembling), renormalised -> cosine with each clip's predicted embedding
+  -> top-1/top-5, per-class accuracy, confusion matrix (+ PNG plot);
+- linear probe: frozen features -> scikit-learn LogisticRegression, C swept on a validation
+  split, refit on train+val at the best C -> test metrics;
+- attentive probe (as V-JEPA evaluates frozen encoders): visual tokens (B, N, Dx) -> learned
+  query cross-attention pooling -> linear classifier, trained with AdamW;
+- multiple-choice VQA: nearest candidate answer under each clip's own question.
+Label lists for Kinetics-400 / SSv2 / UCF-101 live in eval/labels/ (`load_label_list`).
+
+    vljepa eval classify --model DIR --dataset data/ucf101 --labels ucf101 --out runs/eval_ucf
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm.auto import tqdm
+
+from vljepa.tasks import multiple_choice, text_embeddings, video_embeddings
+
+LABEL_LISTS = ("kinetics400", "ssv2", "ucf101")
+
+
+def load_label_list(name: str) -> list[str]:
+    """Class names of a standard dataset (eval/labels/<name>.txt, one per line, in label-id order)."""
+    if name not in LABEL_LISTS:
+        raise ValueError(f"no bundled label list {name!r}; choose one of {LABEL_LISTS} or pass a text file")
+    text = resources.files("eval").joinpath("labels", f"{name}.txt").read_text()
+    return [line for line in text.splitlines() if line.strip()]
+
+
+def class_embeddings(model, class_names: list[str], templates: list[str] | tuple[str, ...] = ("{}",)
+                     ) -> torch.Tensor:
+    """Unit class embeddings (C, D): the mean of each class's unit template embeddings, renormalised."""
+    if not templates or any("{}" not in t for t in templates):
+        raise ValueError(f"templates {templates!r} must each contain '{{}}' where the class name goes")
+    per_template = torch.stack([text_embeddings(model, [t.format(c) for c in class_names])
+                                for t in templates])  # (n_templates, C, D)
+    return F.normalize(per_template.mean(0), dim=-1)
+
+
+def classification_metrics(scores: np.ndarray | torch.Tensor, labels: np.ndarray | list[int],
+                           class_names: list[str], ks: tuple[int, ...] = (1, 5)) -> dict:
+    """Top-k accuracy (%), mean per-class accuracy, per-class accuracy and the confusion matrix."""
+    scores = np.asarray(scores.detach().cpu() if isinstance(scores, torch.Tensor) else scores)
+    labels = np.asarray(labels, dtype=np.int64)
+    n_classes = len(class_names)
+    if scores.shape != (len(labels), n_classes):
+        raise ValueError(f"scores shape {scores.shape} != (n_samples={len(labels)}, n_classes={n_classes})")
+    order = np.argsort(-scores, axis=1, kind="stable")  # (N, C) best first
+    out: dict = {f"top{k}": float(100 * np.mean((order[:, :k] == labels[:, None]).any(1)))
+                 for k in ks if k <= n_classes}
+    pred = order[:, 0]
+    confusion = np.zeros((n_classes, n_classes), dtype=np.int64)  # rows: true class, cols: predicted
+    np.add.at(confusion, (labels, pred), 1)
+    support = confusion.sum(1)
+    per_class = {name: float(100 * confusion[i, i] / support[i]) for i, name in enumerate(class_names)
+                 if support[i] > 0}
+    out.update(mean_class_accuracy=float(np.mean(list(per_class.values()))), per_class=per_class,
+               confusion=confusion.tolist(), n=len(labels))
+    return out
+
+
+def plot_confusion(confusion: list[list[int]] | np.ndarray, class_names: list[str], path: str | Path) -> Path:
+    """Row-normalised confusion matrix as a PNG (true class on rows)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    cm = np.asarray(confusion, dtype=float)
+    cm = cm / np.maximum(cm.sum(1, keepdims=True), 1)
+    size = max(4.0, 0.35 * len(class_names))
+    fig, ax = plt.subplots(figsize=(size, size))
+    ax.imshow(cm, cmap="Blues", vmin=0, vmax=1)
+    if len(class_names) <= 40:
+        ax.set_xticks(range(len(class_names)), class_names, rotation=90, fontsize=7)
+        ax.set_yticks(range(len(class_names)), class_names, fontsize=7)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def zero_shot_from_embeddings(video_emb: torch.Tensor, class_emb: torch.Tensor, labels: list[int],
+                              class_names: list[str], ks: tuple[int, ...] = (1, 5)) -> dict:
+    """Metrics for saved embeddings: cosine of unit clip (N, D) and class (C, D) embeddings."""
+    scores = F.normalize(torch.as_tensor(video_emb).float(), dim=-1) @ \
+        F.normalize(torch.as_tensor(class_emb).float(), dim=-1).T  # (N, C)
+    return classification_metrics(scores, labels, class_names, ks)
+
+
+def zero_shot_eval(model, class_names: list[str], labels: list[int], pixel_values: torch.Tensor | None = None,
+                   visual: torch.Tensor | None = None, templates: tuple[str, ...] = ("{}",),
+                   query: str | None = None, ks: tuple[int, ...] = (1, 5)) -> dict:
+    """Zero-shot classification of clips (pixel_values (B, T, C, H, W) or visual tokens (B, N, Dx))."""
+    clips = video_embeddings(model, pixel_values, visual, query)  # (B, D) unit
+    return zero_shot_from_embeddings(clips, class_embeddings(model, class_names, templates), labels,
+                                     class_names, ks)
+
+
+def multiple_choice_accuracy(model, questions: list[str], candidates: list[list[str]], answers: list[int],
+                             pixel_values: torch.Tensor | None = None,
+                             visual: torch.Tensor | None = None) -> dict:
+    """Accuracy (%) of picking the nearest candidate answer; answers are indices into each candidate list."""
+    chosen = multiple_choice(model, questions, candidates, pixel_values, visual)
+    correct = chosen.numpy() == np.asarray(answers)
+    return {"accuracy": float(100 * correct.mean()), "n": len(answers), "chosen": chosen.tolist()}
+
+
+@dataclass
+class LinearProbeConfig:
+    """Logistic regression on standardised frozen features, C chosen on a validation split."""
+
+    Cs: list[float] = field(default_factory=lambda: [0.01, 0.1, 1.0, 10.0, 100.0])
+    val_fraction: float = 0.2  # used when no validation set is given (stratified split of train)
+    max_iter: int = 2000
+    seed: int = 0
+
+
+def _logreg(C: float, cfg: LinearProbeConfig):
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    return make_pipeline(StandardScaler(), LogisticRegression(C=C, max_iter=cfg.max_iter, random_state=cfg.seed))
+
+
+def linear_probe(train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray, test_y: np.ndarray,
+                 class_names: list[str], cfg: LinearProbeConfig | None = None,
+                 val_x: np.ndarray | None = None, val_y: np.ndarray | None = None) -> dict:
+    """Sweep C on validation accuracy, refit on train+val at the best C, report test metrics."""
+    from sklearn.model_selection import train_test_split
+
+    cfg = cfg or LinearProbeConfig()
+    train_x, test_x = np.asarray(train_x, dtype=np.float32), np.asarray(test_x, dtype=np.float32)
+    if val_x is None:
+        train_x, val_x, train_y, val_y = train_test_split(
+            train_x, np.asarray(train_y), test_size=cfg.val_fraction, random_state=cfg.seed,
+            stratify=np.asarray(train_y))
+    val_acc = {}
+    for C in tqdm(cfg.Cs, desc="linear probe C sweep", leave=False):
+        val_acc[C] = float(100 * _logreg(C, cfg).fit(train_x, train_y).score(val_x, val_y))
+    best = max(cfg.Cs, key=lambda c: (val_acc[c], -c))  # ties -> stronger regularisation
+    clf = _logreg(best, cfg).fit(np.concatenate([train_x, val_x]), np.concatenate([train_y, val_y]))
+    proba = np.zeros((len(test_x), len(class_names)))
+    proba[:, clf.classes_] = clf.predict_proba(test_x)  # classes absent from training keep score 0
+    return {"best_C": best, "val_accuracy": {str(c): a for c, a in val_acc.items()},
+            "test": classification_metrics(proba, test_y, class_names)}
+
+
+class AttentiveProbe(nn.Module):
+    """Cross-attention pooling of frozen visual tokens with learned queries, then a linear classifier."""
+
+    def __init__(self, dim: int, n_classes: int, n_heads: int = 4, n_queries: int = 1):
+        super().__init__()
+        if dim % n_heads:
+            raise ValueError(f"token dim {dim} must be divisible by n_heads={n_heads}")
+        self.queries = nn.Parameter(torch.randn(1, n_queries, dim) * 0.02)
+        self.norm = nn.LayerNorm(dim)
+        self.attn = nn.MultiheadAttention(dim, n_heads, batch_first=True)
+        self.head = nn.Linear(dim * n_queries, n_classes)
+
+    def forward(self, tokens: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        """tokens (B, N, D), mask (B, N) with 1 = real token -> logits (B, n_classes)."""
+        x = self.norm(tokens)
+        q = self.queries.expand(x.shape[0], -1, -1)  # (B, Q, D)
+        pad = None if mask is None else mask == 0
+        pooled, _ = self.attn(q, x, x, key_padding_mask=pad, need_weights=False)  # (B, Q, D)
+        return self.head(pooled.flatten(1))
+
+
+@dataclass
+class AttentiveProbeConfig:
+    epochs: int = 20
+    lr: float = 1e-3
+    weight_decay: float = 0.01
+    batch_size: int = 32
+    n_heads: int = 4
+    n_queries: int = 1
+    seed: int = 0
+
+
+def train_attentive_probe(train_tokens: torch.Tensor, train_y: torch.Tensor, test_tokens: torch.Tensor,
+                          test_y: torch.Tensor, class_names: list[str],
+                          cfg: AttentiveProbeConfig | None = None) -> tuple[AttentiveProbe, dict]:
+    """Train an AttentiveProbe on cached tokens (N, T, D) -> (probe, {"losses", "test" metrics})."""
+    cfg = cfg or AttentiveProbeConfig()
+    torch.manual_seed(cfg.seed)
+    probe = AttentiveProbe(train_tokens.shape[-1], len(class_names), cfg.n_heads, cfg.n_queries)
+    opt = torch.optim.AdamW(probe.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    y = torch.as_tensor(train_y, dtype=torch.long)
+    losses = []
+    for _ in tqdm(range(cfg.epochs), desc="attentive probe", leave=False):
+        perm = torch.randperm(len(y))
+        total = 0.0
+        for s in range(0, len(y), cfg.batch_size):
+            idx = perm[s:s + cfg.batch_size]
+            loss = F.cross_entropy(probe(train_tokens[idx].float()), y[idx])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            total += float(loss.detach()) * len(idx)
+        losses.append(total / len(y))
+    probe.eval()
+    with torch.no_grad():
+        logits = torch.cat([probe(test_tokens[s:s + 256].float()) for s in range(0, len(test_tokens), 256)])
+    return probe, {"losses": losses, "test": classification_metrics(logits, test_y, class_names)}

@@ -62,6 +62,14 @@ def train_vljepa(args: argparse.Namespace, out: Path) -> dict:
     return train_model(cfg)
 
 
+def trained_params(model, args: argparse.Namespace) -> dict:
+    """Parameter counts, with `trainable` = what the optimizer updated (frozen X-encoder, and the
+    Y-encoder backbone when its multiplier is 0, excluded)."""
+    counts = model.parameter_counts()
+    frozen = counts["x_encoder_total"] + (counts["y_encoder_total"] if args.y_lr_multiplier == 0 else 0)
+    return {**counts, "trainable": counts["total"] - frozen}
+
+
 def pixels(model, clips: list[dict]) -> torch.Tensor:
     transform = VideoTransform.for_encoder(model.config.x_encoder)
     return torch.stack([transform(c["frames"]) for c in clips])  # (B, T, 3, S, S)
@@ -234,7 +242,7 @@ def main(argv: list[str] | None = None) -> None:
     plot_losses(trained["history"], dec_losses, out / "losses.png")
     sd = selective_decoding(model, dec, args, out)
     res = {"setup": vars(args), "train": {"step": trained["step"], "history": trained["history"]},
-           "params": model.parameter_counts(), "clips": clips, "selective_decoding": sd,
+           "params": trained_params(model, args), "clips": clips, "selective_decoding": sd,
            "decode_reduction_at_equal_cider": {k: v["reduction"] for k, v in sd["headline"].items()},
            "model_dir": trained["model_dir"], "wall_s": time.time() - t0, **run_metadata()}
     atomic_write_json(out / "demo_results.json", res)

@@ -45,6 +45,7 @@ def save_output(acc: Accelerator, module: nn.Module, tok: PreTrainedTokenizerBas
     tmp = out_dir / f".tmp-{target.name}"
     if tmp.exists():
         shutil.rmtree(tmp)
+    tmp.mkdir(parents=True)
     base = lm.get_base_model() if adapter_only else lm
     base.generation_config.eos_token_id = _end_of_turn_ids(tok)
     base.generation_config.pad_token_id = tok.pad_token_id

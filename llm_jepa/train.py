@@ -171,7 +171,9 @@ def train(cfg: LLMJepaConfig, on_step: Callable[[int, dict], None] | None = None
     is called after every optimizer step (progress hooks, early stops)."""
     out_dir = Path(cfg.train.output_dir)
     pure_bf16 = cfg.jepa.paper_compat and cfg.train.mixed_precision is MixedPrecision.BF16
-    acc = Accelerator(mixed_precision="no" if pure_bf16 else cfg.train.mixed_precision.value,
+    # torchrun on a CUDA-less machine: accelerate only forms a gloo MULTI_CPU group when told cpu=True
+    cpu_ddp = not torch.cuda.is_available() and int(os.environ.get("WORLD_SIZE", "1")) > 1
+    acc = Accelerator(cpu=cpu_ddp, mixed_precision="no" if pure_bf16 else cfg.train.mixed_precision.value,
                       log_with=list(cfg.train.report_to) or None, project_dir=str(out_dir))
     set_seed(cfg.train.seed)
     model, tok, collate, encoded = _setup(cfg, acc)
@@ -196,8 +198,8 @@ def train(cfg: LLMJepaConfig, on_step: Callable[[int, dict], None] | None = None
         atomic_write_json(out_dir / "run_metadata.json", run_metadata())
     acc.init_trackers("llm_jepa", config={"lam": cfg.jepa.lam, "lr": cfg.train.lr})
     metrics = _train_loop(cfg, acc, module, opt, sched, params, state, collate, encoded, steps, on_step)
-    acc.end_training()
     final = save_output(acc, module, tok, cfg, out_dir)
+    acc.end_training()  # also tears down the process group: after the last collective
     return {**metrics, "step": state.step, "output": str(final) if final else None}
 
 

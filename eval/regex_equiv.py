@@ -302,13 +302,13 @@ def _cached_compile(text: str, boundary: BoundaryMode, limits: EquivLimits) -> F
 
 def regex_equivalent(gold: str, pred: str, boundary: BoundaryMode = BoundaryMode.SYMBOL,
                      limits: EquivLimits = EquivLimits()) -> EquivResult:
-    """Compare the languages of two NL-RX regexes (gold first: its DFA is cached)."""
+    """Compare the languages of two NL-RX regexes (compiled DFAs are cached by text)."""
     if gold.strip() == pred.strip() and gold.strip():
         return EquivResult(Verdict.EQUIVALENT, "identical text")
     try:
         with _time_limit(limits.timeout_s):
             gold_fsm = _cached_compile(gold.strip(), boundary, limits)
-            pred_fsm = compile_regex(pred, boundary, limits)
+            pred_fsm = _cached_compile(pred.strip(), boundary, limits)  # model outputs repeat too
             same = gold_fsm.equivalent(pred_fsm)
     except RegexSyntaxError as e:
         return EquivResult(Verdict.PARSE_ERROR, str(e))

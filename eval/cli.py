@@ -1,0 +1,222 @@
+"""`vljepa eval retrieval | classify | compare`: evaluation runs that write versioned results.
+
+Data flow: typed config (defaults <- `--config recipe.yaml` <- `--set a.b=c`) -> a model
+directory (`VLJepaModel.from_pretrained`) or a folder of saved embeddings -> clips from the
+synthetic digit set, a class-per-folder tree or a CSV/JSONL manifest -> embeddings
+(`vljepa.tasks`) -> `eval.retrieval` / `eval.classify` -> `eval.results.write_results`
+(results.json + results.md, plus the embeddings and a confusion plot) in `out`.
+
+Saved-embedding folders (`--set embeddings=DIR`, no model needed):
+- retrieval: `video.npy` (V, D), `text.npy` (T, D), `text_to_video.npy` (T,) int;
+- classify: `video.npy` (N, D), `labels.npy` (N,), `classes.npy` (C, D), `class_names.txt`.
+A model run writes exactly these files into `out`, so a baseline can be scored the same way.
+
+    vljepa eval retrieval --set model=runs/tiny --set data.source=synthetic --set out=runs/eval_ret
+    vljepa eval classify --set model=runs/tiny --set data.source=data/ucf101 --set data.labels=ucf101
+    vljepa eval compare runs/a/results.json runs/b/results.json
+"""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from eval.classify import load_label_list, plot_confusion, zero_shot_from_embeddings
+from eval.results import (
+    compare_table,
+    fingerprint_arrays,
+    fingerprint_items,
+    load_results,
+    model_identity,
+    write_results,
+)
+from eval.retrieval import IndexConfig, evaluate_retrieval
+from jepa_common.config import load_config, to_dict
+
+
+@dataclass
+class EvalData:
+    source: str = "synthetic"  # "synthetic", a class-per-folder tree, or a CSV/JSONL manifest
+    n: int = 100  # synthetic clips
+    seed: int = 1  # synthetic seed (the demo trains on seed 0)
+    size: int = 32  # synthetic frame size
+    num_frames: int = 0  # 0 = the X-encoder's frames_per_clip (8 when it has none)
+    labels: str = ""  # classify: bundled list (ucf101, kinetics400, ssv2), a .txt file, or "" (folder names)
+
+
+@dataclass
+class EvalConfig:
+    model: str = ""  # saved VL-JEPA directory
+    embeddings: str = ""  # or a folder of saved embeddings (see module docstring)
+    data: EvalData = field(default_factory=EvalData)
+    query: str = ""  # query for the clip predictions ("" = the model's default_query)
+    templates: list[str] = field(default_factory=lambda: ["{}"])  # classify: prompt templates
+    ks: list[int] = field(default_factory=list)  # [] = (1, 5, 10) for retrieval, (1, 5) for classify
+    index: IndexConfig = field(default_factory=IndexConfig)
+    batch_size: int = 16
+    out: str = "runs/eval"
+
+
+def _load_model(path: str):
+    from vljepa.modeling import VLJepaModel
+
+    return VLJepaModel.from_pretrained(path).eval()
+
+
+def _num_frames(model, cfg: EvalData) -> int:
+    return cfg.num_frames or int(model.config.x_encoder.get("frames_per_clip") or 8)
+
+
+def _synthetic(cfg: EvalData, num_frames: int) -> list[dict]:
+    from vljepa.synthetic import make_clip_dataset
+
+    return make_clip_dataset(cfg.n, n_frames=num_frames, size=cfg.size, seed=cfg.seed)
+
+
+def _pixel_batches(model, frames: list[torch.Tensor], batch_size: int):
+    from vljepa.processing import VideoTransform
+
+    transform = VideoTransform.for_encoder(model.config.x_encoder)
+    for s in range(0, len(frames), batch_size):
+        yield torch.stack([transform(f) for f in frames[s:s + batch_size]])
+
+
+def _clip_embeddings(model, batches, query: str) -> np.ndarray:
+    from vljepa.tasks import video_embeddings
+
+    return torch.cat([video_embeddings(model, pixel_values=pv, query=query or None) for pv in batches]).numpy()
+
+
+def _retrieval_inputs(cfg: EvalConfig) -> tuple[np.ndarray, np.ndarray, np.ndarray, str, list[str]]:
+    """(video (V, D), text (T, D), text_to_video (T,), dataset name, texts) from saved files or a model."""
+    if cfg.embeddings:
+        d = Path(cfg.embeddings)
+        return np.load(d / "video.npy"), np.load(d / "text.npy"), np.load(d / "text_to_video.npy"), str(d), []
+    from vljepa.tasks import text_embeddings
+
+    model = _load_model(cfg.model)
+    if cfg.data.source == "synthetic":
+        clips = _synthetic(cfg.data, _num_frames(model, cfg.data))
+        frames, captions = [c["frames"] for c in clips], [c["captions"] for c in clips]
+    else:
+        from vljepa.data import load_manifest
+        from vljepa.video import load_media
+
+        records = load_manifest(cfg.data.source)
+        by_video: dict[tuple, list[str]] = {}
+        for r in records:  # several captions of the same clip -> one video, several positives
+            by_video.setdefault((r.path, r.start, r.end), []).append(r.target)
+        n = _num_frames(model, cfg.data)
+        frames = [load_media(p, n, s, e) for (p, s, e) in by_video]
+        captions = list(by_video.values())
+    texts = [t for caps in captions for t in caps]
+    t2v = np.array([v for v, caps in enumerate(captions) for _ in caps])
+    video = _clip_embeddings(model, _pixel_batches(model, frames, cfg.batch_size), cfg.query)
+    text = text_embeddings(model, texts).numpy()
+    return video, text, t2v, cfg.data.source, texts
+
+
+def run_retrieval(cfg: EvalConfig) -> dict:
+    video, text, t2v, name, texts = _retrieval_inputs(cfg)
+    metrics = evaluate_retrieval(text, video, t2v.tolist(), tuple(cfg.ks or (1, 5, 10)), cfg.index)
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    for fname, arr in (("video.npy", video), ("text.npy", text), ("text_to_video.npy", t2v)):
+        np.save(out / fname, arr)
+    # saved embeddings are identified by their bytes; a model run by the clips' annotations
+    fingerprint = fingerprint_arrays(video, text, t2v) if cfg.embeddings else \
+        fingerprint_items([name, *texts, *map(str, t2v.tolist())])
+    dataset = {"name": name, "n": int(len(video)), "n_texts": int(len(text)), "fingerprint": fingerprint}
+    write_results(out, "retrieval", metrics, to_dict(cfg), model_identity(cfg.model), dataset)
+    return metrics
+
+
+def _class_names(cfg: EvalData, found: list[str] | None) -> list[str] | None:
+    if not cfg.labels:
+        return found
+    if Path(cfg.labels).is_file():
+        return [line for line in Path(cfg.labels).read_text().splitlines() if line.strip()]
+    return load_label_list(cfg.labels)
+
+
+def _classify_inputs(cfg: EvalConfig) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[str], str]:
+    """(video (N, D), labels (N,), classes (C, D), class names, dataset name)."""
+    if cfg.embeddings:
+        d = Path(cfg.embeddings)
+        names = (d / "class_names.txt").read_text().splitlines()
+        return np.load(d / "video.npy"), np.load(d / "labels.npy"), np.load(d / "classes.npy"), names, str(d)
+    from eval.classify import class_embeddings
+
+    model = _load_model(cfg.model)
+    n = _num_frames(model, cfg.data)
+    if cfg.data.source == "synthetic":
+        from vljepa.synthetic import class_names
+
+        clips = _synthetic(cfg.data, n)
+        names, labels = class_names(), np.array([c["label"] for c in clips])
+        batches = _pixel_batches(model, [c["frames"] for c in clips], cfg.batch_size)
+    else:
+        from eval.video_data import load_labelled
+        from vljepa.processing import VideoTransform
+
+        data = load_labelled(cfg.data.source, _class_names(cfg.data, None))
+        names, labels = data.class_names, np.array(data.labels)
+        transform = VideoTransform.for_encoder(model.config.x_encoder)
+        batches = (pv for pv, _ in data.clips(transform, n, cfg.batch_size))
+    video = _clip_embeddings(model, batches, cfg.query)
+    classes = class_embeddings(model, names, tuple(cfg.templates)).numpy()
+    return video, labels, classes, names, cfg.data.source
+
+
+def run_classify(cfg: EvalConfig) -> dict:
+    video, labels, classes, names, name = _classify_inputs(cfg)
+    metrics = zero_shot_from_embeddings(torch.from_numpy(video), torch.from_numpy(classes), labels.tolist(),
+                                        names, tuple(cfg.ks or (1, 5)))
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    for fname, arr in (("video.npy", video), ("labels.npy", labels), ("classes.npy", classes)):
+        np.save(out / fname, arr)
+    (out / "class_names.txt").write_text("\n".join(names) + "\n")
+    plot_confusion(metrics["confusion"], names, out / "confusion.png")
+    fingerprint = fingerprint_arrays(video, labels, classes) if cfg.embeddings else \
+        fingerprint_items([name, *names, *map(str, labels.tolist())])
+    dataset = {"name": name, "n": int(len(labels)), "n_classes": len(names), "fingerprint": fingerprint}
+    write_results(out, "classify/zero_shot", metrics, to_dict(cfg), model_identity(cfg.model), dataset)
+    return metrics
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="vljepa eval", description=__doc__.splitlines()[0])
+    sub = p.add_subparsers(dest="command", required=True)
+    for name in ("retrieval", "classify"):
+        s = sub.add_parser(name)
+        s.add_argument("--config", help="YAML recipe with EvalConfig fields")
+        s.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override, e.g. out=runs/x")
+    c = sub.add_parser("compare", help="side-by-side table of two results.json files")
+    c.add_argument("a")
+    c.add_argument("b")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    if args.command == "compare":
+        print(compare_table(load_results(args.a), load_results(args.b), Path(args.a).parent.name or "a",
+                            Path(args.b).parent.name or "b"), end="")
+        return 0
+    cfg = load_config(EvalConfig, args.config, args.set)
+    if bool(cfg.model) == bool(cfg.embeddings):
+        raise SystemExit("set exactly one of model=DIR (a saved VL-JEPA) or embeddings=DIR (saved .npy files)")
+    run = run_retrieval if args.command == "retrieval" else run_classify
+    run(cfg)
+    print((Path(cfg.out) / "results.md").read_text(), end="")
+    print(f"results written to {Path(cfg.out) / 'results.json'}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -127,3 +127,17 @@ def test_lora_trains_distinct_predictor_tokens_and_merges(tmp_path):
     assert not torch.allclose(trained[ids], init[ids])  # predictor rows were trained under LoRA
     assert torch.allclose(trained[:10], init[:10])  # the rest of the embedding stayed frozen
     assert gen([{"role": "user", "content": "a dog"}], max_new_tokens=2)[0]["generated_text"]
+
+
+def test_cli_train_with_overrides_and_a_bad_key(tmp_path, capsys):
+    from llm_jepa.cli import main
+
+    out = tmp_path / "cli"
+    rc = main(["train", "--config", "recipes/llm_jepa/tiny_cpu.yaml", "--set", "train.max_steps=2",
+               "--set", "data.limit=64", "--set", f"train.output_dir={out}", "--set", "jepa.distance=infonce"])
+    assert rc == 0 and (out / "final" / "config.json").is_file()
+    assert "distance: infonce" in (out / "config.yaml").read_text()
+    assert len((out / "metrics.jsonl").read_text().splitlines()) == 2
+    with pytest.raises(SystemExit):
+        main(["train", "--config", "recipes/llm_jepa/tiny_cpu.yaml", "--set", "jepa.lamda=1"])
+    assert "lamda" in capsys.readouterr().err

@@ -15,6 +15,7 @@ Training refuses a cache made by a different X-encoder (compared by config and s
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
@@ -32,11 +33,18 @@ DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.
 
 
 def x_encoder_identity(model) -> dict:
-    """What makes two X-encoders interchangeable for a cache: their config and weight source."""
+    """What makes two X-encoders interchangeable for a cache: config and weight source (or a
+    weight checksum for encoders with no source)."""
     cfg = dict(model.config.x_encoder)
     for volatile in ("transformers_version", "dtype", "torch_dtype", "_name_or_path", "architectures"):
         cfg.pop(volatile, None)
-    return {"config": cfg, "name_or_path": model.config.x_encoder_name_or_path}
+    out = {"config": cfg, "name_or_path": model.config.x_encoder_name_or_path}
+    if out["name_or_path"] is None:  # random (tiny) encoders: only the weights tell them apart
+        digest = hashlib.sha256()
+        for tensor in model.x_encoder.state_dict().values():
+            digest.update(tensor.detach().float().cpu().numpy().tobytes())
+        out["weights_sha256"] = digest.hexdigest()
+    return out
 
 
 def _save_shard(path: Path, visual: list[torch.Tensor]) -> None:

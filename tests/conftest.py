@@ -18,7 +18,9 @@ import torch  # noqa: E402
 from jepa_common.paths import llm_jepa_data_file  # noqa: E402
 from jepa_common.tiny import tiny_causal_lm, tiny_tokenizer  # noqa: E402
 
-torch.set_num_threads(2)
+# Tiny models are dominated by per-op overhead: one thread is faster and avoids
+# oversubscription when tests spawn torchrun workers on a 2-core machine.
+torch.set_num_threads(1)
 
 
 @pytest.fixture(scope="session")

@@ -98,7 +98,8 @@ class CachedFeatureDataset(Dataset):
             raise FileNotFoundError(f"no {INDEX_FILE} in {self.dir}; create the cache with "
                                     "`vljepa cache-features --config <recipe> --out <dir>`")
         self.info = json.loads((self.dir / INDEX_FILE).read_text())
-        if model is not None and x_encoder_identity(model) != self.info["x_encoder"]:
+        # compare through JSON, as stored (int dict keys become strings, tuples lists)
+        if model is not None and json.loads(json.dumps(x_encoder_identity(model), default=str)) != self.info["x_encoder"]:
             raise ValueError(f"cache {self.dir} was made by a different X-encoder than this model's "
                              f"({self.info['x_encoder']['name_or_path']} vs {model.config.x_encoder_name_or_path}); "
                              "re-run vljepa cache-features with this model")

@@ -57,6 +57,7 @@ class EvalConfig:
     templates: list[str] = field(default_factory=lambda: ["{}"])  # classify: prompt templates
     ks: list[int] = field(default_factory=list)  # [] = (1, 5, 10) for retrieval, (1, 5) for classify
     index: IndexConfig = field(default_factory=IndexConfig)
+    rank_depth: int = 0  # retrieval: 0 = rank the whole gallery (exact ranks); else search this deep
     batch_size: int = 16
     out: str = "runs/eval"
 
@@ -122,7 +123,8 @@ def _retrieval_inputs(cfg: EvalConfig) -> tuple[np.ndarray, np.ndarray, np.ndarr
 
 def run_retrieval(cfg: EvalConfig) -> dict:
     video, text, t2v, name, texts = _retrieval_inputs(cfg)
-    metrics = evaluate_retrieval(text, video, t2v.tolist(), tuple(cfg.ks or (1, 5, 10)), cfg.index)
+    metrics = evaluate_retrieval(text, video, t2v.tolist(), tuple(cfg.ks or (1, 5, 10)), cfg.index,
+                                 rank_depth=cfg.rank_depth or None)
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     for fname, arr in (("video.npy", video), ("text.npy", text), ("text_to_video.npy", t2v)):

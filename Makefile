@@ -17,10 +17,13 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install -q -e '.[dev,video]'
 	touch $(STAMP)
 
-demo: demo-llm
+demo: demo-vl demo-llm
 
 demo-llm: venv
 	HF_HUB_OFFLINE=1 $(BIN)/python -m llm_jepa.demo --out demo_out/llm_jepa
+
+demo-vl: venv
+	HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false $(BIN)/python -m vljepa.demo --out demo_out/vljepa
 
 test: venv
 	HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false $(BIN)/python -m pytest -q -x --durations=15

@@ -107,6 +107,8 @@ class VLJepaModel(PreTrainedModel):
         super().train(mode)
         if self.config.freeze_x_encoder:
             self.x_encoder.eval()  # a frozen encoder never runs dropout / batch-stat updates
+        if not any(p.requires_grad for p in self.y_encoder.parameters()):
+            self.y_encoder.eval()  # frozen Y-encoder (LR multiplier 0): fixed, dropout-free targets
         return self
 
     def attach_tokenizers(self, predictor_tokenizer, y_tokenizer) -> None:

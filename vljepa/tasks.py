@@ -77,7 +77,7 @@ def multiple_choice(model, questions: list[str], candidates: list[list[str]],
 
 
 def retrieval_scores(model, captions: list[str], pixel_values: torch.Tensor | None = None,
-                     visual: torch.Tensor | None = None, query: str | None = None) -> torch.Tensor:
+                     visual: torch.Tensor | None = None, query: str | list[str] | None = None) -> torch.Tensor:
     """Text-to-video scores (n_text, n_video): caption embedding . clip predicted embedding."""
     return text_embeddings(model, captions) @ video_embeddings(model, pixel_values, visual, query).T
 

@@ -42,14 +42,15 @@ def make_data(n: int, dim: int, n_queries: int, seed: int) -> tuple[np.ndarray, 
     return gallery, queries
 
 
-def settings(n: int, dim: int, nlist: int = 0) -> list[tuple[str, IndexConfig, list[dict]]]:
+def settings(n: int, dim: int, nlist: int = 0, train_per_list: int = 40) -> list[tuple[str, IndexConfig, list[dict]]]:
     """(name, build config, search settings to sweep) for each index family; nlist 0 = 2 sqrt(n)."""
     nlist = nlist or int(2 * np.sqrt(n))
+    tpl = train_per_list
     pq_m = next(m for m in (48, 32, 24, 16, 8, 4, 2, 1) if dim % m == 0)
     return [
-        ("ivf_flat", IndexConfig(kind=IndexKind.IVF_FLAT, nlist=nlist, train_per_list=40),
+        ("ivf_flat", IndexConfig(kind=IndexKind.IVF_FLAT, nlist=nlist, train_per_list=tpl),
          [{"nprobe": p} for p in (4, 8, 16, 32)]),
-        ("ivf_pq+refine", IndexConfig(kind=IndexKind.IVF_PQ, nlist=nlist, pq_m=pq_m, train_per_list=40,
+        ("ivf_pq+refine", IndexConfig(kind=IndexKind.IVF_PQ, nlist=nlist, pq_m=pq_m, train_per_list=tpl,
                                       refine_k_factor=10),
          [{"nprobe": p, "refine_k_factor": r} for p, r in ((8, 10), (16, 10), (16, 30))]),
         ("hnsw", IndexConfig(kind=IndexKind.HNSW, hnsw_m=32, ef_construction=64),
@@ -74,7 +75,8 @@ def recall_at(ids: np.ndarray, exact: np.ndarray) -> float:
 
 
 def run(n: int, dim: int, n_queries: int, seed: int, k: int = 10,
-        families: tuple[str, ...] = ("ivf_flat", "ivf_pq+refine", "hnsw"), nlist: int = 0) -> list[dict]:
+        families: tuple[str, ...] = ("ivf_flat", "ivf_pq+refine", "hnsw"), nlist: int = 0,
+        train_per_list: int = 40) -> list[dict]:
     gallery, queries = make_data(n, dim, n_queries, seed)
     rows = []
     t0 = time.perf_counter()
@@ -86,7 +88,7 @@ def run(n: int, dim: int, n_queries: int, seed: int, k: int = 10,
     rows.append(dict(index="flat (exact)", params="", build_s=build_s, qps=exact_qps, mem_mb=mem / 2**20,
                      recall_at_10=1.0, speedup=1.0))
     print(rows[-1], flush=True)
-    for name, cfg, sweep in (s for s in settings(n, dim, nlist) if s[0] in families):
+    for name, cfg, sweep in (s for s in settings(n, dim, nlist, train_per_list) if s[0] in families):
         t0 = time.perf_counter()
         index = build_index(gallery, cfg)
         build_s = time.perf_counter() - t0
@@ -128,12 +130,13 @@ def main(argv: list[str] | None = None) -> None:
                         help="approximate index families to run (HNSW builds of 1M take tens of minutes on 2 cores)")
     parser.add_argument("--nlist", type=int, default=0, help="IVF lists (0 = 2 sqrt(n)); keep it near the "
                         "number of clusters in the data (n/100 here), or recall drops")
+    parser.add_argument("--train-per-list", type=int, default=40, help="IVF k-means sample per list")
     parser.add_argument("--out", default="benchmarks/results/retrieval.json")
     args = parser.parse_args(argv)
     if args.threads:
         faiss.omp_set_num_threads(args.threads)
     rows = run(args.n, args.dim, args.queries, args.seed, families=tuple(args.indexes.split(",")),
-               nlist=args.nlist)
+               nlist=args.nlist, train_per_list=args.train_per_list)
     header = (f"Retrieval benchmark: gallery {args.n} x {args.dim} (clustered, normalised), {args.queries} "
               f"queries, k=10, FAISS {faiss.__version__}, {faiss.omp_get_max_threads()} threads")
     md = to_markdown(rows, header)

@@ -39,9 +39,22 @@ from eval.selective_decoding import (
     sweep,
 )
 from jepa_common.io import atomic_write_json, atomic_write_text, run_metadata
+from vljepa.cache import cache_features
 from vljepa.decoder import DecoderTrainConfig, YDecoder, save_decoder, train_decoder
+from vljepa.modeling import VLJepaModel
+from vljepa.pretrain import PretrainConfig, install_x_encoder, pretrain_x_encoder
 from vljepa.processing import VideoTransform
-from vljepa.recipe import DataConfig, ModelConfig, ModelSource, OptimConfig, RunConfig, TrainConfig
+from vljepa.recipe import (
+    DataConfig,
+    DataSource,
+    ModelConfig,
+    ModelSource,
+    OptimConfig,
+    RunConfig,
+    TrainConfig,
+    build_dataset,
+    build_model,
+)
 from vljepa.stream import StreamConfig, embed_stream, iter_windows
 from vljepa.synthetic import QUERIES, class_names, make_clip_dataset, make_long_video, reference_captions
 from vljepa.tasks import text_embeddings, video_embeddings
@@ -51,15 +64,40 @@ RATES = [2.0, 1.0, 0.5, 0.35, 0.2, 0.1, 0.05, 0.02]
 QUERY = QUERIES[0]
 
 
-def train_vljepa(args: argparse.Namespace, out: Path) -> dict:
+def base_model(args: argparse.Namespace):
+    """The tiny VL-JEPA before training: random tiny V-JEPA 2 X-encoder, tiny Llama predictor, MiniLM."""
+    return build_model(ModelConfig(source=ModelSource.TINY, predictor_layers=2, embed_dim=args.embed_dim,
+                                   seed=args.seed))
+
+
+def pretrain_arm(model, train_clips: list[dict], args: argparse.Namespace) -> list[dict]:
+    """V-JEPA self-supervised pretraining of the X-encoder on the (unlabeled) training clips, then
+    the EMA target encoder is installed, frozen, in `model`. Returns the pretraining history."""
+    cfg = PretrainConfig(time_budget_s=args.pretrain_seconds, max_steps=args.pretrain_max_steps, seed=args.seed)
+    encoder, history = pretrain_x_encoder(model.x_encoder, pixels(model, train_clips), cfg)
+    install_x_encoder(model, encoder)
+    return history
+
+
+def train_arm(model, args: argparse.Namespace, out: Path, steps: int) -> dict:
+    """Save the initial model, run the frozen X-encoder ONCE over the training clips (vljepa.cache),
+    then train predictor + heads from the cached features (vljepa.train, data.source=cache)."""
+    init, cache = out / "init", out / "features"
+    model.save_pretrained(init)  # tiny X-encoder has no hub source: its weights are saved too
+    data = DataConfig(num_frames=args.frames, synthetic_n=args.train_clips, synthetic_size=32,
+                      synthetic_seed=args.seed)
+    t0 = time.time()
+    cache_features(model, build_dataset(data, model), cache, batch_size=64)
+    cache_s = time.time() - t0
     cfg = TrainConfig(
-        model=ModelConfig(source=ModelSource.TINY, predictor_layers=2, embed_dim=args.embed_dim, seed=args.seed),
-        data=DataConfig(num_frames=args.frames, synthetic_n=args.train_clips, synthetic_size=32,
-                        synthetic_seed=args.seed),
+        model=ModelConfig(source=ModelSource.CHECKPOINT, checkpoint=str(init)),
+        data=DataConfig(source=DataSource.CACHE, cache_dir=str(cache), num_frames=args.frames),
         optim=OptimConfig(lr=2e-3, y_lr_multiplier=args.y_lr_multiplier, weight_decay=0.0, warmup_steps=10,
-                          batch_size=args.batch_size, max_steps=args.steps),
+                          batch_size=args.batch_size, max_steps=steps),
         run=RunConfig(output_dir=str(out / "run"), log_every=10, resume=False, seed=args.seed))
-    return train_model(cfg)
+    t0 = time.time()
+    result = train_model(cfg)
+    return {**result, "cache_s": cache_s, "train_s": time.time() - t0}
 
 
 def trained_params(model, args: argparse.Namespace) -> dict:
@@ -119,13 +157,15 @@ def long_video_streams(model, seeds: list[int], args: argparse.Namespace) -> lis
     return streams
 
 
-def plot_losses(history: list[dict], dec_losses: list[float], path: Path) -> None:
+def plot_losses(history: list[dict], dec_losses: list[float], pretrain: list[dict], path: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, (a, b) = plt.subplots(1, 2, figsize=(9, 3.5))
+    fig, (p, a, b) = plt.subplots(1, 3, figsize=(13, 3.5))
+    p.plot([h["step"] for h in pretrain], [h["loss"] for h in pretrain])
+    p.set(title="X-encoder V-JEPA pretraining (L1)", xlabel="step", ylabel="loss")
     a.plot([h["step"] for h in history], [h["loss"] for h in history], marker="o")
     a.set(title="VL-JEPA InfoNCE (train)", xlabel="step", ylabel="loss")
     b.plot(dec_losses)
@@ -186,19 +226,22 @@ def selective_decoding(model, dec: YDecoder, args: argparse.Namespace, out: Path
 
 def write_report(res: dict, out: Path) -> None:
     ev, sd = res["clips"], res["selective_decoding"]
-    t2v = ev["t2v"]
     lines = [
         "# VL-JEPA offline demo", "",
         f"Wall time {res['wall_s']:.0f} s on CPU. Tiny VL-JEPA ({res['params']['trainable']:,} trainable of "
         f"{res['params']['total']:,} parameters) trained {res['train']['step']} steps on "
         f"{res['setup']['train_clips']} synthetic digit clips.", "",
-        "X-encoder: a frozen *random* tiny V-JEPA 2 (self-supervised pretraining inside the demo is not "
-        "implemented yet). Y-encoder: packaged all-MiniLM-L6-v2, "
+        f"X-encoder: a tiny V-JEPA 2 pretrained in the demo by self-supervised feature prediction "
+        f"(V-JEPA: masked tubes, EMA target, L1; {res['pretrain']['steps']} steps in "
+        f"{res['timings_s']['pretrain_s']:.0f} s) on the unlabeled training clips, then frozen; training runs "
+        "from its features, cached once. Y-encoder: packaged all-MiniLM-L6-v2, "
         f"learning-rate multiplier {res['setup']['y_lr_multiplier']} (0 = frozen, for CPU speed).", "",
-        f"## Held-out clips ({ev['n_clips']})", "",
-        f"- zero-shot action classification: {ev['zero_shot_accuracy']:.3f} (chance {ev['chance_accuracy']:.3f})",
-        f"- text-to-video R@1 {t2v['R@1']:.1f}%, R@5 {t2v['R@5']:.1f}%, R@10 {t2v['R@10']:.1f}% "
-        f"(chance R@1 {100 / ev['n_clips']:.1f}%)", "",
+        f"## Held-out clips ({ev['n_clips']}; chance accuracy {ev['chance_accuracy']:.3f}, "
+        f"chance R@1 {100 / ev['n_clips']:.1f}%)", "",
+        "| X-encoder | steps | zero-shot accuracy | t2v R@1 | R@5 | R@10 |", "|---|---|---|---|---|---|",
+        *[f"| {name} | {a['steps']} | {a['zero_shot_accuracy']:.3f} | {a['t2v']['R@1']:.1f}% | "
+          f"{a['t2v']['R@5']:.1f}% | {a['t2v']['R@10']:.1f}% |" for name, a in res["arms"].items()], "",
+        "Timings (s): " + ", ".join(f"{k} {v:.0f}" for k, v in res["timings_s"].items()), "",
         f"## Selective decoding ({sd['n_videos']} long videos, {sd['seconds_of_video']:.0f} s)", "",
         "![CIDEr vs rate](cider_vs_rate.png)", "",
         "| strategy | target Hz | decodes/s | CIDEr |", "|---|---|---|---|",
@@ -217,10 +260,14 @@ def write_report(res: dict, out: Path) -> None:
     atomic_write_text(out / "report.md", "\n".join(lines))
 
 
-def main(argv: list[str] | None = None) -> None:
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description="Offline VL-JEPA demo: train, evaluate, selective decoding.")
     p.add_argument("--out", default="demo_out/vljepa")
-    p.add_argument("--steps", type=int, default=200)
+    p.add_argument("--steps", type=int, default=600, help="VL-JEPA steps (cached features: cheap)")
+    p.add_argument("--baseline-steps", type=int, default=None,
+                   help="steps of the random-X-encoder baseline (default: --steps; 0 skips the baseline)")
+    p.add_argument("--pretrain-seconds", type=float, default=90.0, help="time box of V-JEPA pretraining")
+    p.add_argument("--pretrain-max-steps", type=int, default=2000)
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--train-clips", type=int, default=512)
     p.add_argument("--test-clips", type=int, default=200)
@@ -231,29 +278,65 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--long-videos", type=int, default=4)
     p.add_argument("--calib-videos", type=int, default=2)
     p.add_argument("--events", type=int, default=15)
+    p.add_argument("--threads", type=int, default=1,
+                   help="torch CPU threads; tiny models are per-op bound and 1 is fastest on a busy CPU")
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)
+    if args.baseline_steps is None:
+        args.baseline_steps = args.steps
+    return args
+
+
+def run_arms(args: argparse.Namespace, out: Path) -> tuple[dict, dict, dict]:
+    """Pretrained-X-encoder arm (the demo model) and, if asked, the random-X-encoder baseline."""
+    test_clips = make_clip_dataset(args.test_clips, n_frames=args.frames, seed=args.seed + 777)
+    train_clips = make_clip_dataset(args.train_clips, n_frames=args.frames, seed=args.seed)
+    arms, timings = {}, {}
+    if args.baseline_steps > 0:
+        t0 = time.time()
+        trained = train_arm(base_model(args), args, out / "random_x", args.baseline_steps)
+        model = VLJepaModel.from_pretrained(trained["model_dir"]).eval()
+        arms["random_x_encoder"] = {**evaluate_clips(model, test_clips), "steps": trained["step"]}
+        timings["random_x_encoder_s"] = time.time() - t0
+    t0 = time.time()
+    model = base_model(args)
+    pre_history = pretrain_arm(model, train_clips, args)
+    timings["pretrain_s"] = time.time() - t0
+    trained = train_arm(model, args, out / "pretrained_x", args.steps)
+    timings |= {"cache_s": trained["cache_s"], "train_s": trained["train_s"]}
+    model = VLJepaModel.from_pretrained(trained["model_dir"]).eval()
+    arms["pretrained_x_encoder"] = {**evaluate_clips(model, test_clips), "steps": trained["step"],
+                                    "pretrain_steps": len(pre_history)}
+    return {"model": model, "trained": trained, "train_clips": train_clips, "pretrain": pre_history}, arms, timings
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    torch.set_num_threads(args.threads)
     t0 = time.time()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    trained = train_vljepa(args, out)
-    from vljepa.modeling import VLJepaModel
-
-    model = VLJepaModel.from_pretrained(trained["model_dir"]).eval()
-    clips = evaluate_clips(model, make_clip_dataset(args.test_clips, n_frames=args.frames, seed=args.seed + 777))
-    dec, dec_losses = fit_decoder(model, make_clip_dataset(args.train_clips, n_frames=args.frames, seed=args.seed),
-                                  args)
+    state, arms, timings = run_arms(args, out)
+    model, trained, clips = state["model"], state["trained"], arms["pretrained_x_encoder"]
+    t1 = time.time()
+    dec, dec_losses = fit_decoder(model, state["train_clips"], args)
     save_decoder(dec, trained["model_dir"])
-    plot_losses(trained["history"], dec_losses, out / "losses.png")
+    timings["decoder_s"] = time.time() - t1
+    plot_losses(trained["history"], dec_losses, state["pretrain"], out / "losses.png")
+    t1 = time.time()
     sd = selective_decoding(model, dec, args, out)
+    timings["selective_decoding_s"] = time.time() - t1
     res = {"setup": vars(args), "train": {"step": trained["step"], "history": trained["history"]},
-           "params": trained_params(model, args), "clips": clips, "selective_decoding": sd,
+           "pretrain": {"steps": len(state["pretrain"]), "history": state["pretrain"][::10]},
+           "params": trained_params(model, args), "clips": clips, "arms": arms, "selective_decoding": sd,
            "decode_reduction_at_equal_cider": {k: v["reduction"] for k, v in sd["headline"].items()},
-           "model_dir": trained["model_dir"], "wall_s": time.time() - t0, **run_metadata()}
+           "model_dir": trained["model_dir"], "timings_s": timings, "wall_s": time.time() - t0, **run_metadata()}
     atomic_write_json(out / "demo_results.json", res)
     write_report(res, out)
-    print(f"zero-shot accuracy {clips['zero_shot_accuracy']:.3f}, t2v R@1 {clips['t2v']['R@1']:.1f}% "
-          f"R@5 {clips['t2v']['R@5']:.1f}%; decode reduction at equal CIDEr: "
+    for name, ev in arms.items():
+        print(f"{name}: zero-shot accuracy {ev['zero_shot_accuracy']:.3f}, t2v R@1 {ev['t2v']['R@1']:.1f}% "
+              f"R@5 {ev['t2v']['R@5']:.1f}% R@10 {ev['t2v']['R@10']:.1f}%")
+    print("decode reduction at equal CIDEr: "
           + ", ".join(f"{k} {v:.2f}x" for k, v in res["decode_reduction_at_equal_cider"].items()))
     print(f"wrote {out / 'report.md'}, {out / 'demo_results.json'} and figures in {out} ({res['wall_s']:.0f} s)")
 

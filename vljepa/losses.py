@@ -101,8 +101,9 @@ def info_nce(pred: torch.Tensor, target: torch.Tensor, logit_scale: torch.Tensor
     positives = ids[:, None] == all_ids[None, :]  # (B, M)
     scale = logit_scale if isinstance(logit_scale, torch.Tensor) else torch.tensor(float(logit_scale))
     scale = scale.float().to(p.device)
-    loss_v2t = _multi_positive_ce(scale * p @ all_t.T, positives)  # local videos vs all texts
-    loss_t2v = _multi_positive_ce(scale * t @ all_p.T, positives)  # local texts vs all videos
+    with torch.autocast(device_type=p.device.type, enabled=False):  # logits in fp32 even under bf16 autocast
+        loss_v2t = _multi_positive_ce(scale * p @ all_t.T, positives)  # local videos vs all texts
+        loss_t2v = _multi_positive_ce(scale * t @ all_p.T, positives)  # local texts vs all videos
     return {"loss": (loss_v2t + loss_t2v) / 2, "loss_v2t": loss_v2t, "loss_t2v": loss_t2v,
             "temperature": (1.0 / scale).detach()}
 

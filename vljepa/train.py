@@ -17,6 +17,7 @@ multi-process runs the InfoNCE negatives are gathered from every process (vljepa
 from __future__ import annotations
 
 import json
+import os
 from collections import defaultdict
 from pathlib import Path
 
@@ -75,7 +76,12 @@ def _batch_inputs(batch: dict, device: torch.device) -> dict:
 
 
 def _log(accelerator: Accelerator, out: Path, step: int, sums: dict, count: int, history: list) -> dict:
-    row = {"step": step, **{k: v / max(count, 1) for k, v in sums.items()}}
+    """Mean of each term over the micro-batches since the last log and over processes (so a
+    multi-process run logs the global-batch loss); every process must call this."""
+    keys = sorted(sums)
+    means = accelerator.reduce(torch.tensor([sums[k] / max(count, 1) for k in keys],
+                                            device=accelerator.device), reduction="mean")
+    row = {"step": step, **dict(zip(keys, means.tolist()))}
     history.append(row)
     if accelerator.is_main_process:
         with (out / "metrics.jsonl").open("a") as f:
@@ -84,8 +90,13 @@ def _log(accelerator: Accelerator, out: Path, step: int, sums: dict, count: int,
 
 
 def _setup(cfg: TrainConfig):
-    accelerator = Accelerator(gradient_accumulation_steps=cfg.optim.grad_accum,
+    # torchrun on a CUDA-less machine: Accelerate only forms a gloo MULTI_CPU group when told cpu=True
+    cpu_ddp = not torch.cuda.is_available() and int(os.environ.get("WORLD_SIZE", "1")) > 1
+    accelerator = Accelerator(cpu=cpu_ddp, gradient_accumulation_steps=cfg.optim.grad_accum,
                               mixed_precision=cfg.run.mixed_precision.value,
+                              # max_steps and warmup count optimizer steps: without this Accelerate steps
+                              # the schedule once per process per step
+                              step_scheduler_with_optimizer=False,
                               dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True))
     set_seed(cfg.run.seed)
     model = build_model(cfg.model)
@@ -95,6 +106,7 @@ def _setup(cfg: TrainConfig):
                         num_workers=cfg.data.num_workers, drop_last=len(dataset) >= cfg.optim.batch_size)
     o = cfg.optim
     optimizer = torch.optim.AdamW(param_groups(model, o), lr=o.lr, betas=tuple(o.betas))
+    model.train()  # after param_groups: frozen parts (X, and Y at multiplier 0) go to eval mode
     scheduler = get_cosine_schedule_with_warmup(optimizer, o.warmup_steps, o.max_steps)
     model, optimizer, loader, scheduler = accelerator.prepare(model, optimizer, loader, scheduler)
     return accelerator, model, optimizer, loader, scheduler
@@ -127,8 +139,9 @@ def train(cfg: TrainConfig) -> dict:
                 accelerator.backward(losses["loss"])
                 if accelerator.sync_gradients and cfg.optim.max_grad_norm > 0:
                     accelerator.clip_grad_norm_(model.parameters(), cfg.optim.max_grad_norm)
-                optimizer.step()
-                scheduler.step()
+                optimizer.step()  # skipped by Accelerate on accumulation micro-steps
+                if accelerator.sync_gradients:
+                    scheduler.step()  # once per optimizer step, whatever the process count
                 optimizer.zero_grad()
             batches_done += 1
             for k in LOGGED:

@@ -119,3 +119,15 @@ def test_captioning_pipeline_with_the_saved_y_decoder(saved):
     assert out and all(isinstance(o["caption"], str) for o in out)
     times = [o["t"] for o in out]
     assert times == sorted(times) and all(b - a >= 1.0 - 1e-6 for a, b in zip(times, times[1:]))
+
+
+def test_plain_import_vljepa_registers_pipeline_tasks():
+    """`import vljepa` alone (fresh interpreter) must be enough for transformers.pipeline(task, ...)."""
+    import subprocess
+    import sys
+
+    code = ("import vljepa\nfrom transformers.pipelines import PIPELINE_REGISTRY\n"
+            "print(sorted(PIPELINE_REGISTRY.get_supported_tasks()))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    for task in ("zero-shot-video-classification", "video-feature-extraction", "video-captioning"):
+        assert task in out

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from jepa_common.config import load_config
+from jepa_common.runtime import MixedPrecision  # noqa: F401  (re-exported: part of this config's API)
 from llm_jepa.data import InvalidRecords
 
 
@@ -38,14 +39,6 @@ class JepaMode(enum.Enum):
 class Padding(enum.Enum):
     RIGHT = "right"
     LEFT = "left"
-
-
-class MixedPrecision(enum.Enum):
-    """fp32 master weights with autocast ("bf16"/"fp16"); "no" = full fp32."""
-
-    NO = "no"
-    BF16 = "bf16"
-    FP16 = "fp16"
 
 
 class Schedule(enum.Enum):

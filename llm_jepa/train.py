@@ -31,6 +31,7 @@ from transformers import get_scheduler
 
 from jepa_common.config import save_config
 from jepa_common.io import atomic_write_json, atomic_write_text, run_metadata
+from jepa_common.runtime import torchrun_on_cpu
 from llm_jepa.collator import EncodedRecord, JepaCollator, strip_views
 from llm_jepa.config import LLMJepaConfig, MixedPrecision
 from llm_jepa.data import InvalidRecords, RecordError, load_records
@@ -172,7 +173,7 @@ def train(cfg: LLMJepaConfig, on_step: Callable[[int, dict], None] | None = None
     out_dir = Path(cfg.train.output_dir)
     pure_bf16 = cfg.jepa.paper_compat and cfg.train.mixed_precision is MixedPrecision.BF16
     # torchrun on a CUDA-less machine: accelerate only forms a gloo MULTI_CPU group when told cpu=True
-    cpu_ddp = not torch.cuda.is_available() and int(os.environ.get("WORLD_SIZE", "1")) > 1
+    cpu_ddp = torchrun_on_cpu()
     acc = Accelerator(cpu=cpu_ddp, mixed_precision="no" if pure_bf16 else cfg.train.mixed_precision.value,
                       log_with=list(cfg.train.report_to) or None, project_dir=str(out_dir))
     set_seed(cfg.train.seed)

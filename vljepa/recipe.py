@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 from torch.utils.data import Dataset
 
+from jepa_common.runtime import MixedPrecision  # noqa: F401  (re-exported for vljepa.train)
 from vljepa.configuration import LossType
 
 
@@ -28,12 +29,6 @@ class DataSource(str, enum.Enum):
     MANIFEST = "manifest"  # JSONL / CSV manifest (vljepa.data.load_manifest)
     HF = "hf"  # Hugging Face dataset with a column of media paths
     CACHE = "cache"  # features written by `vljepa cache-features`
-
-
-class MixedPrecision(str, enum.Enum):
-    NO = "no"
-    BF16 = "bf16"
-    FP16 = "fp16"  # refused for Gemma-family Y-encoders (they overflow)
 
 
 @dataclass

@@ -17,7 +17,6 @@ multi-process runs the InfoNCE negatives are gathered from every process (vljepa
 from __future__ import annotations
 
 import json
-import os
 from collections import defaultdict
 from pathlib import Path
 
@@ -30,6 +29,7 @@ from transformers import get_cosine_schedule_with_warmup
 
 from jepa_common.config import save_config
 from jepa_common.io import atomic_write_json, atomic_write_text, run_metadata
+from jepa_common.runtime import torchrun_on_cpu
 from vljepa.data import collate
 from vljepa.recipe import MixedPrecision, OptimConfig, TrainConfig, build_dataset, build_model
 
@@ -91,7 +91,7 @@ def _log(accelerator: Accelerator, out: Path, step: int, sums: dict, count: int,
 
 def _setup(cfg: TrainConfig):
     # torchrun on a CUDA-less machine: Accelerate only forms a gloo MULTI_CPU group when told cpu=True
-    cpu_ddp = not torch.cuda.is_available() and int(os.environ.get("WORLD_SIZE", "1")) > 1
+    cpu_ddp = torchrun_on_cpu()
     accelerator = Accelerator(cpu=cpu_ddp, gradient_accumulation_steps=cfg.optim.grad_accum,
                               mixed_precision=cfg.run.mixed_precision.value,
                               # max_steps and warmup count optimizer steps: without this Accelerate steps

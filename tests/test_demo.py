@@ -15,7 +15,7 @@ import torch
 
 from vljepa.demo import main
 
-TINY = ["--steps", "12", "--baseline-steps", "6", "--pretrain-seconds", "0", "--pretrain-max-steps", "4",
+TINY = ["--steps", "12", "--x-encoder", "pretrained", "--compare-steps", "6", "--pretrain-seconds", "0", "--pretrain-max-steps", "4",
         "--batch-size", "16", "--train-clips", "48", "--test-clips", "20", "--decoder-steps", "10",
         "--long-videos", "1", "--calib-videos", "1", "--events", "4", "--embed-dim", "32"]
 

@@ -23,6 +23,7 @@ CPU step; the paper's 0.05 is one flag away.
 from __future__ import annotations
 
 import argparse
+import enum
 import time
 from pathlib import Path
 
@@ -224,6 +225,14 @@ def selective_decoding(model, dec: YDecoder, args: argparse.Namespace, out: Path
             "timeline_video_0": {k: [[round(t, 2), c] for t, c in v] for k, v in timeline.items()}}
 
 
+def x_encoder_line(res: dict) -> str:
+    if res["setup"]["x_encoder"] == XEncoderInit.RANDOM.value:
+        return "X-encoder: a tiny V-JEPA 2 with random weights, frozen. "
+    return ("X-encoder: a tiny V-JEPA 2 pretrained in the demo by self-supervised feature prediction "
+            f"(V-JEPA: masked tubes, EMA target, L1; {res['pretrain']['steps']} steps in "
+            f"{res['timings_s']['pretrain_s']:.0f} s) on the unlabeled training clips, then frozen. ")
+
+
 def write_report(res: dict, out: Path) -> None:
     ev, sd = res["clips"], res["selective_decoding"]
     lines = [
@@ -231,10 +240,8 @@ def write_report(res: dict, out: Path) -> None:
         f"Wall time {res['wall_s']:.0f} s on CPU. Tiny VL-JEPA ({res['params']['trainable']:,} trainable of "
         f"{res['params']['total']:,} parameters) trained {res['train']['step']} steps on "
         f"{res['setup']['train_clips']} synthetic digit clips.", "",
-        f"X-encoder: a tiny V-JEPA 2 pretrained in the demo by self-supervised feature prediction "
-        f"(V-JEPA: masked tubes, EMA target, L1; {res['pretrain']['steps']} steps in "
-        f"{res['timings_s']['pretrain_s']:.0f} s) on the unlabeled training clips, then frozen; training runs "
-        "from its features, cached once. Y-encoder: packaged all-MiniLM-L6-v2, "
+        x_encoder_line(res),
+        "Training runs from its features, cached once. Y-encoder: packaged all-MiniLM-L6-v2, "
         f"learning-rate multiplier {res['setup']['y_lr_multiplier']} (0 = frozen, for CPU speed).", "",
         f"## Held-out clips ({ev['n_clips']}; chance accuracy {ev['chance_accuracy']:.3f}, "
         f"chance R@1 {100 / ev['n_clips']:.1f}%)", "",
@@ -264,8 +271,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description="Offline VL-JEPA demo: train, evaluate, selective decoding.")
     p.add_argument("--out", default="demo_out/vljepa")
     p.add_argument("--steps", type=int, default=600, help="VL-JEPA steps (cached features: cheap)")
-    p.add_argument("--baseline-steps", type=int, default=None,
-                   help="steps of the random-X-encoder baseline (default: --steps; 0 skips the baseline)")
+    p.add_argument("--x-encoder", choices=[k.value for k in XEncoderInit], default="random",
+                   help="the demo model's frozen X-encoder: random, or V-JEPA-pretrained in the demo (in our "
+                        "runs the short CPU pretraining partly collapsed the features and lost to random)")
+    p.add_argument("--compare-steps", type=int, default=0,
+                   help="also train the other X-encoder arm for this many steps and report both (0: skip)")
     p.add_argument("--pretrain-seconds", type=float, default=90.0, help="time box of V-JEPA pretraining")
     p.add_argument("--pretrain-max-steps", type=int, default=2000)
     p.add_argument("--batch-size", type=int, default=32)
@@ -281,33 +291,45 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--threads", type=int, default=1,
                    help="torch CPU threads; tiny models are per-op bound and 1 is fastest on a busy CPU")
     p.add_argument("--seed", type=int, default=0)
-    args = p.parse_args(argv)
-    if args.baseline_steps is None:
-        args.baseline_steps = args.steps
-    return args
+    return p.parse_args(argv)
+
+
+class XEncoderInit(str, enum.Enum):
+    """How the demo's frozen X-encoder starts: random weights, or V-JEPA-pretrained in the demo."""
+
+    RANDOM = "random"
+    PRETRAINED = "pretrained"
+
+
+def run_arm(kind: XEncoderInit, args: argparse.Namespace, out: Path, train_clips: list[dict],
+            test_clips: list[dict], steps: int) -> tuple[dict, dict, dict]:
+    """Build (and, for PRETRAINED, V-JEPA-pretrain) the X-encoder, train from cached features, evaluate."""
+    model, history, timings = base_model(args), [], {}
+    if kind is XEncoderInit.PRETRAINED:
+        t0 = time.time()
+        history = pretrain_arm(model, train_clips, args)
+        timings["pretrain_s"] = time.time() - t0
+    trained = train_arm(model, args, out / f"{kind.value}_x", steps)
+    timings |= {"cache_s": trained["cache_s"], "train_s": trained["train_s"]}
+    model = VLJepaModel.from_pretrained(trained["model_dir"]).eval()
+    ev = {**evaluate_clips(model, test_clips), "steps": trained["step"], "pretrain_steps": len(history)}
+    return {"model": model, "trained": trained, "pretrain": history}, ev, timings
 
 
 def run_arms(args: argparse.Namespace, out: Path) -> tuple[dict, dict, dict]:
-    """Pretrained-X-encoder arm (the demo model) and, if asked, the random-X-encoder baseline."""
+    """The demo model's arm (`--x-encoder`) and, with `--compare-steps N`, the other X-encoder arm."""
     test_clips = make_clip_dataset(args.test_clips, n_frames=args.frames, seed=args.seed + 777)
     train_clips = make_clip_dataset(args.train_clips, n_frames=args.frames, seed=args.seed)
-    arms, timings = {}, {}
-    if args.baseline_steps > 0:
+    kind = XEncoderInit(args.x_encoder)
+    state, ev, timings = run_arm(kind, args, out, train_clips, test_clips, args.steps)
+    arms = {f"{kind.value}_x_encoder": ev}
+    if args.compare_steps > 0:
+        other = XEncoderInit.RANDOM if kind is XEncoderInit.PRETRAINED else XEncoderInit.PRETRAINED
         t0 = time.time()
-        trained = train_arm(base_model(args), args, out / "random_x", args.baseline_steps)
-        model = VLJepaModel.from_pretrained(trained["model_dir"]).eval()
-        arms["random_x_encoder"] = {**evaluate_clips(model, test_clips), "steps": trained["step"]}
-        timings["random_x_encoder_s"] = time.time() - t0
-    t0 = time.time()
-    model = base_model(args)
-    pre_history = pretrain_arm(model, train_clips, args)
-    timings["pretrain_s"] = time.time() - t0
-    trained = train_arm(model, args, out / "pretrained_x", args.steps)
-    timings |= {"cache_s": trained["cache_s"], "train_s": trained["train_s"]}
-    model = VLJepaModel.from_pretrained(trained["model_dir"]).eval()
-    arms["pretrained_x_encoder"] = {**evaluate_clips(model, test_clips), "steps": trained["step"],
-                                    "pretrain_steps": len(pre_history)}
-    return {"model": model, "trained": trained, "train_clips": train_clips, "pretrain": pre_history}, arms, timings
+        _, arms[f"{other.value}_x_encoder"], _ = run_arm(other, args, out, train_clips, test_clips,
+                                                          args.compare_steps)
+        timings[f"{other.value}_x_encoder_s"] = time.time() - t0
+    return {**state, "train_clips": train_clips}, arms, timings
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -317,7 +339,7 @@ def main(argv: list[str] | None = None) -> None:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     state, arms, timings = run_arms(args, out)
-    model, trained, clips = state["model"], state["trained"], arms["pretrained_x_encoder"]
+    model, trained, clips = state["model"], state["trained"], arms[f"{args.x_encoder}_x_encoder"]
     t1 = time.time()
     dec, dec_losses = fit_decoder(model, state["train_clips"], args)
     save_decoder(dec, trained["model_dir"])

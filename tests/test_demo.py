@@ -1,6 +1,6 @@
 """End-to-end test of the offline VL-JEPA demo (`python -m vljepa.demo`) at tiny settings.
 
-Runs both arms (random and V-JEPA-pretrained X-encoder, each trained from cached features),
+Runs the pretrained X-encoder arm plus the random one via --compare-steps (both from cached features),
 the Y-decoder and selective decoding on one short long-video, and checks the written results.
 
     pytest tests/test_demo.py

@@ -12,9 +12,11 @@ Data flow:
      (offline Ward, online trigger) vs uniform decoding swept over rates (eval.selective_decoding)
   -> report.md, demo_results.json, figures (training loss, CIDEr vs decode rate, timeline).
 
-X-encoder: a *random* frozen tiny V-JEPA 2. Pretraining it by self-supervised feature
-prediction inside the demo did not fit the time of this first version (see report.md); the
-Y-encoder is frozen by default (`--y-lr-multiplier 0`) because its backward pass is ~80% of a
+X-encoder (`--x-encoder`): a frozen tiny V-JEPA 2, random (default) or pretrained in the demo by
+V-JEPA self-supervised feature prediction (vljepa.pretrain); `--compare-steps N` trains the other
+arm too. Random is the default because the short CPU pretraining partly collapsed the features and
+lost to it in our runs (docs/selective_decoding.md). Training reads X-encoder features cached once.
+The Y-encoder is frozen by default (`--y-lr-multiplier 0`) because its backward pass is ~80% of a
 CPU step; the paper's 0.05 is one flag away.
 
     python -m vljepa.demo --out demo_out/vljepa

@@ -75,7 +75,7 @@ def test_transform_matches_transformers_processor_when_torchvision_loads():
 
         proc = VJEPA2VideoProcessor(crop_size=64)
     except Exception as e:  # noqa: BLE001 - any import/runtime failure means "not available"
-        pytest.skip(f"transformers video processor unavailable: {type(e).__name__}")
+        pytest.skip(f"needs torchvision (transformers video processor unavailable: {type(e).__name__})")
     video = decode_video(CARPHONE, 4)
     ref = proc(videos=[video.permute(0, 2, 3, 1).numpy()], return_tensors="pt")["pixel_values_videos"][0]
     ours = VideoTransform.for_encoder({"model_type": "vjepa2", "crop_size": 64})(video)

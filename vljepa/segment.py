@@ -133,25 +133,31 @@ def _represent(times: np.ndarray, embs: np.ndarray, lo: int, hi: int, step: floa
     return DecodePoint(t=float((times[lo] + times[hi - 1]) / 2), embedding=emb, start=float(start), end=float(end))
 
 
+def _budgeted(times: Iterable[float], embeddings: np.ndarray, budget: DecodeBudget
+              ) -> tuple[np.ndarray, np.ndarray, float, int]:
+    """Arrays, sampling step and the number of decodes the budget allows (0 for an empty stream)."""
+    times, embs = _as_arrays(times, embeddings)
+    if not len(times):
+        return times, embs, 0.0, 0
+    step = _step(times)
+    return times, embs, step, budget.count(times[-1] - times[0] + step, len(times))
+
+
 def segment_offline(times: Iterable[float], embeddings: np.ndarray, budget: DecodeBudget,
                     rep: Representative = Representative.MEAN) -> list[DecodePoint]:
     """The paper's offline selective decoding: one decode per Ward segment, at its midpoint."""
-    times, embs = _as_arrays(times, embeddings)
-    if not len(times):
+    times, embs, step, n = _budgeted(times, embeddings, budget)
+    if n == 0:
         return []
-    step = _step(times)
-    n = budget.count(times[-1] - times[0] + step, len(times))
     return [_represent(times, embs, lo, hi, step, rep) for lo, hi in contiguous_segments(embs, n)]
 
 
 def uniform_points(times: Iterable[float], embeddings: np.ndarray, budget: DecodeBudget,
                    rep: Representative = Representative.MIDPOINT) -> list[DecodePoint]:
     """Baseline: N equal-length spans, decoded at their centres (MIDPOINT = the embedding there)."""
-    times, embs = _as_arrays(times, embeddings)
-    if not len(times):
+    times, embs, step, n = _budgeted(times, embeddings, budget)
+    if n == 0:
         return []
-    step = _step(times)
-    n = budget.count(times[-1] - times[0] + step, len(times))
     edges = np.linspace(0, len(times), n + 1).round().astype(int)
     return [_represent(times, embs, lo, hi, step, rep) for lo, hi in zip(edges[:-1], edges[1:])]
 

@@ -18,6 +18,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 demo: demo-vl demo-llm
+	@echo; echo "=== make demo: summary ==="; cat demo_out/vljepa/summary.txt demo_out/llm_jepa/summary.txt
 
 demo-llm: venv
 	HF_HUB_OFFLINE=1 $(BIN)/python -m llm_jepa.demo --out demo_out/llm_jepa

@@ -33,7 +33,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from jepa_common.io import atomic_write_json, atomic_write_text, run_metadata  # noqa: E402
-from jepa_common.paths import llm_jepa_data_file  # noqa: E402
+from llm_jepa.datasets import read_packaged_lines  # noqa: E402
 from llm_jepa.multiseed import Arm, compare, markdown_table  # noqa: E402
 
 RECIPE = REPO / "recipes" / "llm_jepa" / "repro_nlrx_tiny.yaml"
@@ -69,8 +69,8 @@ def prepare_data(out: Path, val_size: int, test_size: int, split_seed: int = 0) 
     paths = {name: data / f"{name}.jsonl" for name in ("train", "val", "test")}
     if all(p.is_file() for p in paths.values()):
         return paths
-    train = llm_jepa_data_file("synth_train").read_text().splitlines()
-    test = llm_jepa_data_file("synth_test").read_text().splitlines()
+    train = read_packaged_lines("synth_train")
+    test = read_packaged_lines("synth_test")
     rng = random.Random(split_seed)
     order = list(range(len(train)))
     rng.shuffle(order)

@@ -61,7 +61,7 @@ class ModelSection:
 
 @dataclass
 class DataSection:
-    train: str = "synth_train"  # JSONL path, shared set name (shared/data/llm-jepa/<name>.jsonl) or hub id
+    train: str = "synth_train"  # packaged set name (llm_jepa/datasets), JSONL path, or datasets hub id org/name
     split: str | None = None  # for hub ids
     limit: int | None = None  # use only the first N records
     max_length: int = 512  # longest view; longer records follow on_invalid

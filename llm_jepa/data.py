@@ -1,11 +1,11 @@
 """Chat-format records for LLM-JEPA: loading, validation and chat-template rendering with spans.
 
-Data flow: a JSONL file / shared set name / Hugging Face `datasets` id -> `load_records` ->
+Data flow: a packaged set name / JSONL file / Hugging Face `datasets` id -> `load_records` ->
 validated `{"messages": [system?, user, assistant]}` dicts -> (in `llm_jepa.collator`) token ids
 of the three views. Rendering helpers here are the single source of truth for "what the model
 saw", so training and generation-based evaluation (`llm_jepa.evaluate`) use the same prompt:
 
-    records = load_records("synth_train")            # ../shared/data/llm-jepa/synth_train.jsonl
+    records = load_records("synth_train")            # packaged: llm_jepa/datasets/synth_train.jsonl.gz
     text = render_prompt(tokenizer, records[0])       # system+user turn + generation prompt
     ids = encode_prompt(tokenizer, records[0])        # the same, tokenized (no second BOS)
 
@@ -16,16 +16,20 @@ Templates that reject a system role (Gemma) get the system text merged into the 
 
 from __future__ import annotations
 
+import difflib
 import enum
+import gzip
 import json
 import logging
+import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from transformers import PreTrainedTokenizerBase
 
-from jepa_common.paths import shared_data_dir
+from llm_jepa.datasets import packaged_file, packaged_names, read_packaged_lines
 
 log = logging.getLogger(__name__)
 
@@ -82,52 +86,127 @@ def filter_records(records: list[Any], on_invalid: InvalidRecords, source: str) 
     return good
 
 
-def _read_jsonl(path: Path) -> list[Any]:
+class DataSourceError(FileNotFoundError):
+    """A data source that is neither a packaged set, an existing JSONL file, nor a `datasets` hub id."""
+
+
+# `org/name` (optionally `org/name:config` is not supported: pass `split` separately).
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+_JSONL_SUFFIXES = (".jsonl", ".json", ".jsonl.gz", ".json.gz")
+DATA_DIR_ENV = "JEPA_DATA_DIR"
+
+
+class SourceKind(enum.Enum):
+    PACKAGED = "packaged"  # a short name of a set shipped in llm_jepa/datasets
+    FILE = "file"  # a JSONL file on disk (plain or .gz)
+    HUB = "hub"  # a Hugging Face `datasets` id
+
+
+@dataclass(frozen=True)
+class DataSource:
+    """Where `load_records` reads from: `kind` plus the short name, file path or hub id."""
+
+    kind: SourceKind
+    ref: str
+
+    def __str__(self) -> str:
+        return self.ref
+
+
+def _extra_dirs() -> list[Path]:
+    """Folders named by $JEPA_DATA_DIR (os.pathsep-separated): optional extra `<name>.jsonl[.gz]` sets."""
+    return [Path(p) for p in os.environ.get(DATA_DIR_ENV, "").split(os.pathsep) if p]
+
+
+def available_names() -> list[str]:
+    """Short names `load_records` accepts: the packaged sets plus those in $JEPA_DATA_DIR."""
+    extra = {f.name.split(".")[0] for d in _extra_dirs() if d.is_dir() for f in d.iterdir()
+             if f.name.endswith(_JSONL_SUFFIXES)}
+    return sorted(set(packaged_names()) | extra)
+
+
+def _unknown(source: str, why: str) -> DataSourceError:
+    names = available_names()
+    close = difflib.get_close_matches(source, names, n=3)
+    hint = f" Did you mean {', '.join(map(repr, close))}?" if close else ""
+    return DataSourceError(
+        f"data source {source!r} {why}.{hint} Pass a packaged set name ({', '.join(names)}), the path of a "
+        f".jsonl file, or a Hugging Face datasets id 'org/name'; ${DATA_DIR_ENV} may add a folder of extra sets.")
+
+
+def resolve_source(source: str | Path) -> DataSource:
+    """Resolve a data source without surprises (no network for anything but an explicit `org/name`).
+
+    packaged short name -> the packaged file; a name in $JEPA_DATA_DIR -> that file; an existing
+    file -> that file; `org/name` -> the datasets hub; anything else (a typo, a directory, a
+    missing .jsonl path) -> DataSourceError listing the packaged names.
+    """
+    text = str(source)
+    if not text.strip():
+        raise _unknown(text, "is empty")
+    if packaged_file(text) is not None:
+        return DataSource(SourceKind.PACKAGED, text)
+    for folder in _extra_dirs():
+        for suffix in (".jsonl", ".jsonl.gz"):
+            if "/" not in text and (folder / f"{text}{suffix}").is_file():
+                return DataSource(SourceKind.FILE, str(folder / f"{text}{suffix}"))
+    path = Path(source)
+    if path.is_file():
+        return DataSource(SourceKind.FILE, str(path))
+    if path.is_dir():
+        raise _unknown(text, "is a directory; pass one .jsonl file inside it")
+    if text.endswith(_JSONL_SUFFIXES):
+        raise DataSourceError(f"data file {text} does not exist")
+    if _HUB_ID.match(text):
+        return DataSource(SourceKind.HUB, text)
+    raise _unknown(text, "is not a packaged set, a file, or an 'org/name' hub id")
+
+
+def _parse_jsonl(lines: list[str], where: str) -> list[Any]:
     out: list[Any] = []
-    with open(path) as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                out.append(json.loads(line))
-            except json.JSONDecodeError as e:
-                raise RecordError(f"{path}:{lineno}: not valid JSON ({e.msg})") from None
+    for lineno, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            out.append(json.loads(line))
+        except json.JSONDecodeError as e:
+            raise RecordError(f"{where}:{lineno}: not valid JSON ({e.msg})") from None
     return out
 
 
-def resolve_source(source: str | Path) -> Path | str:
-    """A local file, a shared set name ('synth_train' -> shared/data/llm-jepa/synth_train.jsonl), or a hub id."""
-    path = Path(source)
-    if path.is_file():
-        return path
-    if str(source).endswith((".jsonl", ".json")):
-        raise FileNotFoundError(f"data file {source} does not exist")
-    try:
-        shared = shared_data_dir() / "llm-jepa" / f"{source}.jsonl"
-    except FileNotFoundError:
-        shared = None
-    if shared is not None and shared.is_file():
-        return shared
-    return str(source)  # treated as a Hugging Face `datasets` id
+def _read_lines(src: DataSource) -> list[str]:
+    if src.kind is SourceKind.PACKAGED:
+        return read_packaged_lines(src.ref)
+    opener = gzip.open if src.ref.endswith(".gz") else open
+    with opener(src.ref, "rt", encoding="utf-8") as f:
+        return f.read().splitlines()
+
+
+def _load_hub(hub_id: str, split: str | None) -> list[Any]:
+    import datasets  # lazy: only hub users pay for the import
+
+    ds = datasets.load_dataset(hub_id, split=split or "train")
+    if "messages" not in ds.column_names:
+        raise RecordError(f"dataset {hub_id!r} has columns {ds.column_names}; it needs a 'messages' "
+                          "column of chat turns")
+    return [{"messages": m} for m in ds["messages"]]
 
 
 def load_records(source: str | Path, split: str | None = None, *,
                  on_invalid: InvalidRecords = InvalidRecords.ERROR, limit: int | None = None) -> list[dict]:
-    """Load chat records from a JSONL path, a shared set name, or a `datasets` hub id (needs `split`)."""
-    resolved = resolve_source(source)
-    if isinstance(resolved, Path):
-        raw = _read_jsonl(resolved)
-    else:
-        import datasets  # lazy: only hub users pay for the import
+    """Load chat records from a packaged set name, a JSONL path (plain or .gz), or a `datasets` hub id.
 
-        ds = datasets.load_dataset(resolved, split=split or "train")
-        if "messages" not in ds.column_names:
-            raise RecordError(f"dataset {resolved!r} has columns {ds.column_names}; it needs a 'messages' "
-                              "column of chat turns")
-        raw = [{"messages": m} for m in ds["messages"]]
+    `split` applies to hub ids only; `limit` keeps the first `limit` records (None = all).
+    """
+    if limit is not None and limit < 0:
+        raise ValueError(f"limit={limit} must be >= 0 (or None for every record)")
+    src = resolve_source(source)
+    raw = _load_hub(src.ref, split) if src.kind is SourceKind.HUB else _parse_jsonl(_read_lines(src), src.ref)
+    if not raw:
+        raise RecordError(f"{src.ref}: holds no records")
     if limit is not None:
         raw = raw[:limit]
-    return filter_records(raw, on_invalid, str(resolved))
+    return filter_records(raw, on_invalid, src.ref)
 
 
 def split_record(record: dict) -> tuple[str | None, str, str]:

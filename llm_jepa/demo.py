@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-from jepa_common.io import atomic_write_json
+from jepa_common.io import atomic_write_json, atomic_write_text
 from llm_jepa.config import load_llm_jepa_config
 from llm_jepa.train import train
 
@@ -73,14 +73,16 @@ def main(argv: list[str] | None = None) -> int:
               "llm_jepa": run_one(out / "jepa", 1.0, args.overrides)}
     atomic_write_json(out / "curves.json", curves)
     plot(curves, out / "curves.png")
-    print("\n=== LLM-JEPA demo: tiny Llama, NL-RX-SYNTH ===")
-    for name, c in curves.items():
-        print(f"{name:>14}: LM loss {c['lm_loss'][0]:.3f} -> {_mean_tail(c['lm_loss']):.3f} "
-              f"(mean of last 10 of {len(c['lm_loss'])} steps)")
+    summary = ["LLM-JEPA demo (tiny random Llama, NL-RX-SYNTH, CPU):"]
+    summary += [f"  {name}: LM loss {c['lm_loss'][0]:.3f} -> {_mean_tail(c['lm_loss']):.3f} "
+                f"(mean of last 10 of {len(c['lm_loss'])} steps)" for name, c in curves.items()]
     j = curves["llm_jepa"]
-    print(f"{'JEPA':>14}: loss {j['jepa_loss'][0]:.3f} -> {_mean_tail(j['jepa_loss']):.3f}, "
-          f"cosine similarity {j['cos_sim'][0]:.3f} -> {_mean_tail(j['cos_sim']):.3f}")
-    print(f"curves: {out / 'curves.json'}, plot: {out / 'curves.png'}, checkpoints: {out}/*/final")
+    summary.append(f"  JEPA loss {j['jepa_loss'][0]:.3f} -> {_mean_tail(j['jepa_loss']):.3f}, cosine similarity "
+                   f"{j['cos_sim'][0]:.3f} -> {_mean_tail(j['cos_sim']):.3f}")
+    summary.append(f"  curves {out / 'curves.json'}, figure {out / 'curves.png'}, checkpoints {out}/plain/final "
+                   f"and {out}/jepa/final")
+    atomic_write_text(out / "summary.txt", "\n".join(summary) + "\n")
+    print("\n".join(summary))
     return 0
 
 

@@ -53,7 +53,7 @@ class EvalConfig:
 
     checkpoint: str = ""  # final/ checkpoint folder or adapter/ folder of a run
     task: Task = Task.SYNTH  # chooses the metric; never inferred from the data file's name
-    data: str = "synth_test"  # JSONL path, shared set name, or `datasets` hub id
+    data: str = "synth_test"  # packaged set name, JSONL path, or `datasets` hub id org/name
     split: str | None = None  # for hub ids
     limit: int | None = None  # first N records only
     out_dir: str = "runs/eval"

@@ -15,8 +15,8 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
-from jepa_common.paths import llm_jepa_data_file  # noqa: E402
 from jepa_common.tiny import tiny_causal_lm, tiny_tokenizer  # noqa: E402
+from llm_jepa.datasets import read_packaged_lines  # noqa: E402
 
 # Tiny models are dominated by per-op overhead: one thread is faster and avoids
 # oversubscription when tests spawn torchrun workers on a 2-core machine.
@@ -25,9 +25,8 @@ torch.set_num_threads(1)
 
 @pytest.fixture(scope="session")
 def synth_records() -> list[dict]:
-    """The first 256 NL-RX-SYNTH training records (real data from ../shared/data)."""
-    with open(llm_jepa_data_file("synth_train")) as f:
-        return [json.loads(next(f)) for _ in range(256)]
+    """The first 256 NL-RX-SYNTH training records (real data, packaged in llm_jepa/datasets)."""
+    return [json.loads(line) for line in read_packaged_lines("synth_train")[:256]]
 
 
 @pytest.fixture(scope="session")

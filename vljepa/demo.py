@@ -227,6 +227,9 @@ def selective_decoding(model, dec: YDecoder, args: argparse.Namespace, out: Path
             "timeline_video_0": {k: [[round(t, 2), c] for t, c in v] for k, v in timeline.items()}}
 
 
+FIGURES = ("cider_vs_rate.png", "timeline.png", "losses.png")
+
+
 def x_encoder_line(res: dict) -> str:
     if res["setup"]["x_encoder"] == XEncoderInit.RANDOM.value:
         return "X-encoder: a tiny V-JEPA 2 with random weights, frozen. "
@@ -357,13 +360,15 @@ def main(argv: list[str] | None = None) -> None:
            "model_dir": trained["model_dir"], "timings_s": timings, "wall_s": time.time() - t0, **run_metadata()}
     atomic_write_json(out / "demo_results.json", res)
     write_report(res, out)
-    for name, ev in arms.items():
-        print(f"{name}: zero-shot accuracy {ev['zero_shot_accuracy']:.3f}, t2v R@1 {ev['t2v']['R@1']:.1f}% "
-              f"R@5 {ev['t2v']['R@5']:.1f}% R@10 {ev['t2v']['R@10']:.1f}%")
-    print("decode reduction at equal CIDEr: "
-          + ", ".join(f"{k} {v:.2f}x" for k, v in res["decode_reduction_at_equal_cider"].items()))
-    print(f"wrote {out / 'report.md'}, {out / 'demo_results.json'} and figures in {out} ({res['wall_s']:.0f} s)")
-
+    summary = ["VL-JEPA demo (synthetic digit clips, tiny model, CPU):"]
+    summary += [f"  {name}: zero-shot accuracy {ev['zero_shot_accuracy']:.3f}, t2v R@1 {ev['t2v']['R@1']:.1f}% "
+                f"R@5 {ev['t2v']['R@5']:.1f}% R@10 {ev['t2v']['R@10']:.1f}%" for name, ev in arms.items()]
+    summary.append("  decode reduction at equal CIDEr: "
+                   + ", ".join(f"{k} {v:.2f}x" for k, v in res["decode_reduction_at_equal_cider"].items()))
+    summary.append(f"  report {out / 'report.md'}, results {out / 'demo_results.json'}, figures "
+                   f"{', '.join(str(out / f) for f in FIGURES)}, model {trained['model_dir']} ({res['wall_s']:.0f} s)")
+    atomic_write_text(out / "summary.txt", "\n".join(summary) + "\n")
+    print("\n".join(summary))
 
 if __name__ == "__main__":
     main()

@@ -27,9 +27,9 @@ from eval.selective_decoding import (
     decode_reduction,
     headline_reduction,
     plot_sweep,
-    sweep,
 )
 from jepa_common.io import atomic_write_json, run_metadata
+from vljepa.selective_eval import sweep
 from vljepa.synthetic import make_long_video, reference_captions
 
 RATES = [2.0, 1.0, 0.5, 0.35, 0.2, 0.1, 0.05, 0.02, 0.01]

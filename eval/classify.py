@@ -1,18 +1,20 @@
-"""Video classification evaluation: zero-shot, linear probe, attentive probe, multiple-choice VQA.
+"""Video classification metrics on embeddings: zero-shot, linear probe, attentive probe.
 
-Data flow (any model with `predict(query, pixel_values=..., visual=...)` and `encode_text(texts)`,
-or saved embeddings):
-- zero-shot: class names x prompt templates -> encode_text -> per-class mean of the unit template
-  embeddings (CLIP-style ensembling), renormalised -> cosine with each clip's predicted embedding
-  -> top-1/top-5, per-class accuracy, confusion matrix (+ PNG plot);
+Model-agnostic: everything here takes arrays (clip embeddings, class embeddings, features,
+visual tokens) and labels, so any model's or baseline's embeddings are scored the same way.
+The calls that run a model (`class_embeddings`, `zero_shot_eval`, `multiple_choice_accuracy`)
+live in `vljepa.tasks` and hand their arrays to this module.
+- zero-shot: unit clip embeddings (N, D) vs unit class embeddings (C, D) (CLIP-style template
+  ensembling is done by `vljepa.tasks.class_embeddings`) -> cosine -> top-1/top-5, per-class
+  accuracy, confusion matrix (+ PNG plot);
 - linear probe: frozen features -> scikit-learn LogisticRegression, C swept on a validation
   split, refit on train+val at the best C -> test metrics;
 - attentive probe (as V-JEPA evaluates frozen encoders): visual tokens (B, N, Dx) -> learned
-  query cross-attention pooling -> linear classifier, trained with AdamW;
-- multiple-choice VQA: nearest candidate answer under each clip's own question.
+  query cross-attention pooling -> linear classifier, trained with AdamW.
+
 Label lists for Kinetics-400 / SSv2 / UCF-101 live in eval/labels/ (`load_label_list`).
 
-    vljepa eval classify --model DIR --dataset data/ucf101 --labels ucf101 --out runs/eval_ucf
+    metrics = zero_shot_from_embeddings(clip_emb, class_emb, labels, class_names)  # (N, D), (C, D)
 """
 
 from __future__ import annotations
@@ -27,8 +29,6 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-from vljepa.tasks import multiple_choice, text_embeddings, video_embeddings
-
 LABEL_LISTS = ("kinetics400", "ssv2", "ucf101")
 
 
@@ -38,16 +38,6 @@ def load_label_list(name: str) -> list[str]:
         raise ValueError(f"no bundled label list {name!r}; choose one of {LABEL_LISTS} or pass a text file")
     text = resources.files("eval").joinpath("labels", f"{name}.txt").read_text()
     return [line for line in text.splitlines() if line.strip()]
-
-
-def class_embeddings(model, class_names: list[str], templates: list[str] | tuple[str, ...] = ("{}",)
-                     ) -> torch.Tensor:
-    """Unit class embeddings (C, D): the mean of each class's unit template embeddings, renormalised."""
-    if not templates or any("{}" not in t for t in templates):
-        raise ValueError(f"templates {templates!r} must each contain '{{}}' where the class name goes")
-    per_template = torch.stack([text_embeddings(model, [t.format(c) for c in class_names])
-                                for t in templates])  # (n_templates, C, D)
-    return F.normalize(per_template.mean(0), dim=-1)
 
 
 def classification_metrics(scores: np.ndarray | torch.Tensor, labels: np.ndarray | list[int],
@@ -103,24 +93,6 @@ def zero_shot_from_embeddings(video_emb: torch.Tensor, class_emb: torch.Tensor, 
     scores = F.normalize(torch.as_tensor(video_emb).float(), dim=-1) @ \
         F.normalize(torch.as_tensor(class_emb).float(), dim=-1).T  # (N, C)
     return classification_metrics(scores, labels, class_names, ks)
-
-
-def zero_shot_eval(model, class_names: list[str], labels: list[int], pixel_values: torch.Tensor | None = None,
-                   visual: torch.Tensor | None = None, templates: tuple[str, ...] = ("{}",),
-                   query: str | None = None, ks: tuple[int, ...] = (1, 5)) -> dict:
-    """Zero-shot classification of clips (pixel_values (B, T, C, H, W) or visual tokens (B, N, Dx))."""
-    clips = video_embeddings(model, pixel_values, visual, query)  # (B, D) unit
-    return zero_shot_from_embeddings(clips, class_embeddings(model, class_names, templates), labels,
-                                     class_names, ks)
-
-
-def multiple_choice_accuracy(model, questions: list[str], candidates: list[list[str]], answers: list[int],
-                             pixel_values: torch.Tensor | None = None,
-                             visual: torch.Tensor | None = None) -> dict:
-    """Accuracy (%) of picking the nearest candidate answer; answers are indices into each candidate list."""
-    chosen = multiple_choice(model, questions, candidates, pixel_values, visual)
-    correct = chosen.numpy() == np.asarray(answers)
-    return {"accuracy": float(100 * correct.mean()), "n": len(answers), "chosen": chosen.tolist()}
 
 
 @dataclass

@@ -1,76 +1,26 @@
-"""Representation diagnostics of LLM-JEPA: how Enc(Text) relates to Enc(Code) on a test set.
+"""Representation diagnostics on two paired embedding arrays (e.g. LLM-JEPA's Enc(Text), Enc(Code)).
 
-Data flow: chat records -> `encode(records, View.TEXT)` and `encode(records, View.CODE)` ->
-T, C (N, D) -> (1) cosine of each pair vs mismatched pairs, (2) a least-squares linear map
-T -> C (fraction of variance of C explained, fitted on half the records and measured on the
-other half too, so N < D cannot fake a perfect fit; top singular values of the map and of
-C - T), (3) Text->Code retrieval through FAISS (`eval.retrieval`): is a Text's own Code in
-its top K? -> dict + `representation.png` + `representation.json`.
+Data flow: T, C (N, D) arrays of paired embeddings -> (1) cosine of each pair vs mismatched
+pairs, (2) a least-squares linear map T -> C (fraction of variance of C explained, fitted on
+half the pairs and measured on the other half too, so N < D cannot fake a perfect fit; top
+singular values of the map and of C - T), (3) T -> C retrieval through FAISS
+(`eval.retrieval`): is a row's own pair in its top K? -> dict (+ `representation.png` and
+`representation.json`).
 
-`encode` is any callable `(records, view) -> (N, D) array`, so saved embeddings and test
-doubles run the same way; `hf_view_encoder(model, tok)` is the one matching training
-(`llm_jepa.collator`): each view rendered ALONE with the chat template (Text = user turn,
-optionally + k predictor tokens; Code = assistant turn, sent as 'user' for Gemma), last-layer
-hidden state at the view's last content (or predictor) token, located by span tracking.
+Model-agnostic: any embeddings work (saved arrays, a baseline's, a test double's).
+`llm_jepa.representation` turns a causal LM and chat records into T and C the way training does.
 
-    report = representation_report(hf_view_encoder(model, tok), records, "runs/eval/repr")
+    report = representation_metrics(text_emb, code_emb, "runs/eval/repr")
 """
 
 from __future__ import annotations
 
-import enum
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
-from tqdm.auto import tqdm
 
 from jepa_common.io import atomic_write, atomic_write_json
-
-
-class View(enum.Enum):
-    TEXT = "text"  # the user turn (Text view)
-    CODE = "code"  # the assistant turn (Code view)
-
-
-Encoder = Callable[[list[dict], View], np.ndarray]
-
-
-def hf_view_encoder(model: torch.nn.Module, tok, predictors: int = 0, batch_size: int = 32) -> Encoder:
-    """Enc() of training for a causal LM (or PEFT model): last hidden state at the view's last token."""
-    from llm_jepa.collator import code_view_role, predictor_tokens
-    from llm_jepa.data import encode_with_span, split_record
-
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
-    decoder, code_role = base.get_decoder(), code_view_role(tok)
-    pad_id = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
-    marks = "".join(predictor_tokens(predictors))
-
-    def view_ids(record: dict, view: View) -> tuple[list[int], int]:
-        _, user, assistant = split_record(record)
-        role, content = ("user", user + marks) if view is View.TEXT else (code_role, assistant)
-        enc = encode_with_span(tok, [{"role": role, "content": content}], 0, content)
-        return enc.ids, enc.last
-
-    @torch.no_grad()
-    def encode(records: list[dict], view: View) -> np.ndarray:
-        device, out = next(decoder.parameters()).device, []
-        encoded = [view_ids(r, view) for r in records]
-        for s in tqdm(range(0, len(encoded), batch_size), desc=f"encode {view.value}", leave=False):
-            chunk = encoded[s:s + batch_size]
-            width = max(len(ids) for ids, _ in chunk)
-            ids = torch.full((len(chunk), width), pad_id, dtype=torch.long)  # (B, T) right padded
-            mask = torch.zeros_like(ids)
-            for row, (x, _) in enumerate(chunk):
-                ids[row, :len(x)], mask[row, :len(x)] = torch.tensor(x), 1
-            hidden = decoder(input_ids=ids.to(device), attention_mask=mask.to(device)).last_hidden_state  # (B,T,D)
-            last = torch.tensor([li for _, li in chunk], device=device)
-            out.append(hidden[torch.arange(len(chunk), device=device), last].float().cpu().numpy())  # (B, D)
-        return np.concatenate(out)
-
-    return encode
 
 
 def cosine_stats(text: np.ndarray, code: np.ndarray) -> dict[str, Any]:
@@ -147,14 +97,13 @@ def plot_report(cos: dict, fit: dict, path: Path) -> Path:
     return path
 
 
-def representation_report(encode: Encoder, records: list[dict], out_dir: str | Path | None = None
-                          ) -> dict[str, Any]:
-    """All diagnostics for `records`; with `out_dir`, also representation.json and .png there."""
-    text, code = encode(records, View.TEXT), encode(records, View.CODE)  # (N, D) each
+def representation_metrics(text: np.ndarray, code: np.ndarray, out_dir: str | Path | None = None
+                           ) -> dict[str, Any]:
+    """All diagnostics for paired arrays (N, D); with `out_dir`, also representation.json and .png there."""
     if text.shape != code.shape:
         raise ValueError(f"Text embeddings {text.shape} and Code embeddings {code.shape} differ in shape")
     cos, fit = cosine_stats(text, code), linear_fit(text, code)
-    report = {"n": len(records), "dim": text.shape[1], **{k: v for k, v in cos.items() if not k.startswith("_")},
+    report = {"n": len(text), "dim": text.shape[1], **{k: v for k, v in cos.items() if not k.startswith("_")},
               **{k: v for k, v in fit.items() if not k.startswith("_")}, **text_to_code_recall(text, code)}
     if out_dir is not None:
         out_dir = Path(out_dir)

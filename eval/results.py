@@ -6,7 +6,7 @@ Data flow: an evaluation's metrics + resolved config + model identity + dataset 
 `vljepa eval compare a.json b.json` loads two files and prints a table of every shared scalar
 metric with the difference.
 
-    python -m eval.cli compare runs/a/results.json runs/b/results.json
+    python -m vljepa.eval_cli compare runs/a/results.json runs/b/results.json
 """
 
 from __future__ import annotations

@@ -10,7 +10,7 @@ searched and freed, and FAISS's ResultHeap merges the per-shard top-k.
 `retrieval_metrics(ranked_ids, positives)` turns rankings into R@K, median/mean rank and mAP
 with several correct items per query (MSR-VTT has 20 captions per video);
 `evaluate_retrieval(text_emb, video_emb, text_to_video)` runs both directions.
-Models and saved embeddings reach this module through `eval.cli` (`vljepa eval retrieval`).
+Models and saved embeddings reach this module through `vljepa.eval_cli` (`vljepa eval retrieval`).
 """
 
 from __future__ import annotations

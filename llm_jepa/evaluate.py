@@ -2,10 +2,10 @@
 
 Data flow: `EvalConfig` (YAML recipe and/or `--set a.b=c`, or the short flags below) ->
 test records (`llm_jepa.data.load_records`) -> checkpoint or PEFT adapter ->
-`eval.llm_generate.generate_answers` (greedy, batched, left padded) -> scorer of the task
+`llm_jepa.generate.generate_answers` (greedy, batched, left padded) -> scorer of the task
 NAMED in the config (`eval.llm_tasks`) -> `<out_dir>/results.json` (one entry per example)
 and `<out_dir>/summary.json` (metrics, resolved config, checkpoint, package versions, git
-commit) + `config.yaml`. With `representation: true`, `eval.representation` adds the
+commit) + `config.yaml`. With `representation: true`, `llm_jepa.representation` adds the
 Enc(Text)/Enc(Code) cosine, linear-fit and Text->Code retrieval diagnostics and a plot.
 
     llm-jepa eval --checkpoint runs/llm_jepa/tiny_cpu/final --task synth --data synth_test --limit 200
@@ -92,8 +92,8 @@ def score_generations(cfg: EvalConfig, records: list[dict], generations: list[st
 
 def evaluate(cfg: EvalConfig) -> dict[str, Any]:
     """Generate, score and write results.json + summary.json into `cfg.out_dir`; returns the summary."""
-    from eval.llm_generate import generate_answers, load_for_generation
     from llm_jepa.data import load_records
+    from llm_jepa.generate import generate_answers, load_for_generation
 
     if not cfg.checkpoint:
         raise ConfigError("no checkpoint given; set checkpoint=<run>/final (or --checkpoint)")
@@ -112,7 +112,7 @@ def evaluate(cfg: EvalConfig) -> dict[str, Any]:
                                "data": cfg.data, "n_records": len(records), "generation_seconds": gen_s,
                                "config": to_dict(cfg), **run_metadata()}
     if cfg.representation:
-        from eval.representation import hf_view_encoder, representation_report
+        from llm_jepa.representation import hf_view_encoder, representation_report
 
         encode = hf_view_encoder(model, tok, cfg.representation_predictors)
         summary["representation"] = representation_report(encode, records, out_dir / "representation")

@@ -1,4 +1,4 @@
-"""Tests for eval.classify and eval.video_data on a fake model, sklearn references and tiny videos."""
+"""Tests for eval.classify, vljepa.tasks and vljepa.eval_data on a fake model, sklearn references and tiny videos."""
 
 from __future__ import annotations
 
@@ -15,18 +15,16 @@ from sklearn.metrics import confusion_matrix, top_k_accuracy_score
 from eval.classify import (
     AttentiveProbeConfig,
     LinearProbeConfig,
-    class_embeddings,
     classification_metrics,
     linear_probe,
     load_label_list,
-    multiple_choice_accuracy,
     plot_confusion,
     train_attentive_probe,
-    zero_shot_eval,
 )
-from eval.video_data import from_folder, from_manifest, load_labelled
+from vljepa.eval_data import from_folder, from_manifest, load_labelled
 from vljepa.processing import VideoTransform
 from vljepa.synthetic import class_names, make_clip_dataset, write_video
+from vljepa.tasks import class_embeddings, multiple_choice_accuracy, zero_shot_eval
 
 CLASSES = class_names()
 

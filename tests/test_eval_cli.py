@@ -1,4 +1,4 @@
-"""Tests for eval.cli and eval.results: tiny saved VL-JEPA -> retrieval/classify results, saved-embedding
+"""Tests for vljepa.eval_cli and eval.results: tiny saved VL-JEPA -> retrieval/classify results, saved-embedding
 runs reproduce the model runs, versioned results.json, compare table."""
 
 from __future__ import annotations
@@ -10,15 +10,15 @@ import pytest
 import torch
 from eval_fake_model import FakeVLJepa, fake_clips
 
-from eval.cli import main
 from eval.results import RESULTS_VERSION, compare_table, flatten_metrics, load_results, write_results
+from vljepa.eval_cli import main
 from vljepa.synthetic import class_names
 from vljepa.tasks import video_embeddings
 
 
 @pytest.fixture(scope="module")
 def tiny_model_dir(tmp_path_factory):
-    from vljepa.modeling import build_tiny_vljepa
+    from vljepa.builders import build_tiny_vljepa
 
     path = tmp_path_factory.mktemp("tiny_vljepa")
     build_tiny_vljepa(num_frames=4, crop_size=32).save_pretrained(path)

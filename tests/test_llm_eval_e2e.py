@@ -8,9 +8,9 @@ import json
 import pytest
 import torch
 
-from eval.llm_generate import generate_answers, load_for_generation
 from llm_jepa.cli import main as llm_jepa_main
 from llm_jepa.config import load_llm_jepa_config
+from llm_jepa.generate import generate_answers, load_for_generation
 from llm_jepa.train import train
 
 

@@ -6,17 +6,11 @@ import numpy as np
 import pytest
 import torch
 
-from eval.representation import (
-    View,
-    cosine_stats,
-    hf_view_encoder,
-    linear_fit,
-    representation_report,
-    text_to_code_recall,
-)
+from eval.representation import cosine_stats, linear_fit, text_to_code_recall
 from llm_jepa.collator import JepaCollator
 from llm_jepa.config import load_llm_jepa_config
 from llm_jepa.modeling import jepa_forward, load_model_and_tokenizer
+from llm_jepa.representation import View, hf_view_encoder, representation_report
 
 
 @pytest.mark.parametrize("family, k", [("llama", 1), ("gemma", 0)])

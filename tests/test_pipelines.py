@@ -22,8 +22,8 @@ FPS = 4
 @pytest.fixture(scope="module")
 def saved(tmp_path_factory):
     """(model dir with a Y-decoder, long video path, its frames, its ground truth)."""
+    from vljepa.builders import build_tiny_vljepa
     from vljepa.decoder import YDecoder, save_decoder
-    from vljepa.modeling import build_tiny_vljepa
 
     root = tmp_path_factory.mktemp("pipe")
     model = build_tiny_vljepa(num_frames=4, crop_size=32)

@@ -1,4 +1,4 @@
-"""Tests for eval.captioning (CIDEr) and eval.selective_decoding (matching, sweep, decode reduction)."""
+"""Tests for eval.captioning (CIDEr), eval.selective_decoding (matching, decode reduction) and the sweep."""
 
 from __future__ import annotations
 
@@ -13,9 +13,9 @@ from eval.selective_decoding import (
     headline_reduction,
     nearest_decoded,
     plot_sweep,
-    sweep,
     uniform_rate_for,
 )
+from vljepa.selective_eval import sweep
 
 BANK = ["a red 3 moves left", "a blue 7 grows", "a green 1 fades out", "a white 5 spins around",
         "a yellow 2 moves up", "a purple 9 shrinks"]

@@ -11,9 +11,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from vljepa.builders import build_tiny_vljepa
 from vljepa.cache import CachedFeatureDataset, cache_features
 from vljepa.data import Record, VideoTextDataset, collate, load_manifest, synthetic_records
-from vljepa.modeling import build_tiny_vljepa
 from vljepa.processing import IMAGENET_MEAN, IMAGENET_STD, VideoTransform, VLJepaProcessor
 from vljepa.video import MediaError, decode_video, load_media, uniform_indices
 

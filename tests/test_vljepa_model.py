@@ -10,8 +10,8 @@ from safetensors import safe_open
 from transformers import AutoModel
 
 import vljepa  # noqa: F401 (registers the Auto classes)
-from vljepa.builders import paper_vljepa_config
-from vljepa.modeling import VLJepaModel, build_tiny_vljepa
+from vljepa.builders import build_tiny_vljepa, paper_vljepa_config
+from vljepa.modeling import VLJepaModel
 from vljepa.recipe import OptimConfig
 from vljepa.tasks import multiple_choice, recall_at_k, retrieval_scores, zero_shot_classify, zero_shot_scores
 from vljepa.train import param_groups

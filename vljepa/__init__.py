@@ -9,8 +9,9 @@ so `AutoModel.from_pretrained(saved_dir)` works, and registers the Hugging Face 
 
 from transformers import AutoConfig, AutoModel
 
+from vljepa.builders import build_tiny_vljepa, build_vljepa
 from vljepa.configuration import LossType, Pooling, VLJepaConfig
-from vljepa.modeling import VLJepaModel, build_tiny_vljepa, build_vljepa, normalize
+from vljepa.modeling import VLJepaModel, normalize
 
 AutoConfig.register("vljepa", VLJepaConfig, exist_ok=True)
 AutoModel.register(VLJepaConfig, VLJepaModel, exist_ok=True)

@@ -16,8 +16,6 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import torch
 from torch import nn
 from transformers import (
@@ -34,8 +32,8 @@ from transformers import (
     VJEPA2Model,
 )
 
-if TYPE_CHECKING:
-    from vljepa.modeling import VLJepaModel
+from vljepa.configuration import VLJepaConfig
+from vljepa.modeling import VLJepaModel
 
 # Full image-text checkpoints whose vision tower is the X-encoder.
 _VISION_TOWERS = {"siglip": SiglipVisionModel, "clip": CLIPVisionModel}
@@ -75,8 +73,6 @@ def load_x_encoder(name_or_path: str, **kwargs) -> PreTrainedModel:
 
 def _assemble(x_encoder: PreTrainedModel, predictor: PreTrainedModel, y_encoder: PreTrainedModel,
               predictor_tokenizer, y_tokenizer, **config_fields) -> VLJepaModel:
-    from vljepa.modeling import VLJepaConfig, VLJepaModel
-
     config = VLJepaConfig(x_encoder=x_encoder.config.to_dict(), predictor=predictor.config.to_dict(),
                           y_encoder=y_encoder.config.to_dict(), **config_fields)
     model = VLJepaModel(config, x_encoder=x_encoder, predictor=predictor, y_encoder=y_encoder)
@@ -150,8 +146,6 @@ def build_tiny_vljepa(x_kind: str = "vjepa2", num_frames: int = 8, crop_size: in
 def paper_vljepa_config():
     """The paper's configuration from configs alone: V-JEPA 2 ViT-L/16 256px, Llama-3.2-1B layers
     8-15 (hidden 2048), EmbeddingGemma-300M shapes, D = 1536."""
-    from vljepa.configuration import VLJepaConfig
-
     llama_1b_last8 = LlamaConfig(vocab_size=128256, hidden_size=2048, intermediate_size=8192,
                                  num_hidden_layers=8, num_attention_heads=32, num_key_value_heads=8,
                                  head_dim=64, max_position_embeddings=131072, rms_norm_eps=1e-5,

@@ -2,7 +2,7 @@
 
     vljepa train --config recipes/vljepa/tiny_cpu.yaml [--set optim.max_steps=50 ...]
     vljepa cache-features --config recipes/vljepa/tiny_cpu.yaml --out runs/cache [--pooled] [--set ...]
-    vljepa eval ...     # -> eval.cli.main(argv)        (imported only when used)
+    vljepa eval ...     # -> vljepa.eval_cli.main(argv)     (imported only when used)
     vljepa stream ...   # -> vljepa.stream.cli_main(argv) (imported only when used)
 
 A recipe is a YAML file of `vljepa.recipe.TrainConfig`; `--set a.b=c` overrides it and unknown
@@ -54,7 +54,7 @@ def cache_main(argv: list[str]) -> None:
 
 
 def _eval_main(argv: list[str]) -> None:
-    from eval.cli import main
+    from vljepa.eval_cli import main
 
     main(argv)
 

@@ -39,7 +39,6 @@ from eval.selective_decoding import (
     decode_reduction,
     headline_reduction,
     plot_sweep,
-    sweep,
 )
 from jepa_common.io import atomic_write_json, atomic_write_text, run_metadata
 from vljepa.cache import cache_features
@@ -58,6 +57,7 @@ from vljepa.recipe import (
     build_dataset,
     build_model,
 )
+from vljepa.selective_eval import select, sweep
 from vljepa.stream import StreamConfig, embed_stream, iter_windows
 from vljepa.synthetic import QUERIES, class_names, make_clip_dataset, make_long_video, reference_captions
 from vljepa.tasks import text_embeddings, video_embeddings
@@ -214,8 +214,6 @@ def selective_decoding(model, dec: YDecoder, args: argparse.Namespace, out: Path
     rows = sweep(test, decode, RATES, calibration=calib)
     plot_sweep(rows, str(out / "cider_vs_rate.png"), title="VL-JEPA demo: CIDEr vs decode rate (long videos)")
     tables = {s.value: decode_reduction(rows, s.value) for s in (Strategy.OFFLINE, Strategy.ONLINE)}
-    from eval.selective_decoding import select
-
     first = test[0]
     timeline = {}
     for strategy in (Strategy.OFFLINE, Strategy.UNIFORM):

@@ -17,7 +17,8 @@ Y-encoder, logit scale) and both tokenizers (`predictor_tokenizer/`, `y_tokenize
 X-encoder is referenced by `config.x_encoder_name_or_path` and reloaded from there, unless it
 has no source (random tiny encoders), was unfrozen, or `save_x_encoder=True`, in which case its
 weights are saved too. `from_pretrained` is the exact inverse. Build models with
-`build_vljepa` (pretrained parts) or `build_tiny_vljepa` (offline, for tests and the demo).
+`vljepa.builders.build_vljepa` (pretrained parts) or `build_tiny_vljepa` (offline, for tests and
+the demo); `vljepa.builders` stands above this module (it imports it, never the reverse).
 """
 
 from __future__ import annotations
@@ -30,7 +31,6 @@ import torch.nn.functional as F
 from torch import nn
 from transformers import AutoModel, AutoTokenizer, PreTrainedModel
 
-from vljepa.builders import build_tiny_vljepa, build_vljepa, paper_vljepa_config  # noqa: F401 (public API)
 from vljepa.configuration import Pooling, VLJepaConfig
 from vljepa.losses import text_ids, vljepa_loss
 

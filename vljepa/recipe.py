@@ -103,7 +103,8 @@ class TrainConfig:
 
 def build_model(cfg: ModelConfig):
     """The VLJepaModel a recipe asks for, with the loss/freezing options applied."""
-    from vljepa.modeling import VLJepaModel, build_tiny_vljepa, build_vljepa
+    from vljepa.builders import build_tiny_vljepa, build_vljepa
+    from vljepa.modeling import VLJepaModel
 
     common = dict(loss=cfg.loss.value, temperature=cfg.temperature, learn_temperature=cfg.learn_temperature)
     if cfg.source is ModelSource.TINY:

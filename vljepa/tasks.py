@@ -7,6 +7,8 @@ embeddings by cosine similarity:
 - `zero_shot_scores` / `zero_shot_classify`: clip embedding vs the Y-encoder embedding of each
   class name -> (B, C) scores / argmax.
 - `multiple_choice`: each clip's own question as the query, nearest of its own candidates.
+- `class_embeddings` / `zero_shot_eval` / `multiple_choice_accuracy`: the model side of the
+  classification evaluation; metrics come from the model-agnostic `eval.classify`.
 - `retrieval_scores`: text-to-video retrieval, (n_text, n_video) = caption embeddings vs the
   clips' predicted embeddings; `recall_at_k` scores a ranking.
 
@@ -15,8 +17,11 @@ embeddings by cosine similarity:
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 import torch.nn.functional as F
+
+from eval.classify import zero_shot_from_embeddings
 
 
 def _default_query(model) -> str:
@@ -86,3 +91,31 @@ def recall_at_k(scores: torch.Tensor, relevant: torch.Tensor, k: int = 1) -> flo
     """Fraction of rows whose top-k columns contain a relevant one. relevant: (n_text, n_video) bool."""
     topk = scores.topk(min(k, scores.shape[1]), dim=1).indices  # (n_text, k)
     return float(relevant.gather(1, topk).any(dim=1).float().mean())
+
+
+def class_embeddings(model, class_names: list[str], templates: list[str] | tuple[str, ...] = ("{}",)
+                     ) -> torch.Tensor:
+    """Unit class embeddings (C, D): the mean of each class's unit template embeddings, renormalised."""
+    if not templates or any("{}" not in t for t in templates):
+        raise ValueError(f"templates {templates!r} must each contain '{{}}' where the class name goes")
+    per_template = torch.stack([text_embeddings(model, [t.format(c) for c in class_names])
+                                for t in templates])  # (n_templates, C, D)
+    return F.normalize(per_template.mean(0), dim=-1)
+
+
+def zero_shot_eval(model, class_names: list[str], labels: list[int], pixel_values: torch.Tensor | None = None,
+                   visual: torch.Tensor | None = None, templates: tuple[str, ...] = ("{}",),
+                   query: str | None = None, ks: tuple[int, ...] = (1, 5)) -> dict:
+    """Zero-shot classification of clips (pixel_values (B, T, C, H, W) or visual tokens (B, N, Dx))."""
+    clips = video_embeddings(model, pixel_values, visual, query)  # (B, D) unit
+    return zero_shot_from_embeddings(clips, class_embeddings(model, class_names, templates), labels,
+                                     class_names, ks)
+
+
+def multiple_choice_accuracy(model, questions: list[str], candidates: list[list[str]], answers: list[int],
+                             pixel_values: torch.Tensor | None = None,
+                             visual: torch.Tensor | None = None) -> dict:
+    """Accuracy (%) of picking the nearest candidate answer; answers are indices into each candidate list."""
+    chosen = multiple_choice(model, questions, candidates, pixel_values, visual)
+    correct = chosen.numpy() == np.asarray(answers)
+    return {"accuracy": float(100 * correct.mean()), "n": len(answers), "chosen": chosen.tolist()}

@@ -1,5 +1,8 @@
 """`vljepa eval retrieval | classify | compare`: evaluation runs that write versioned results.
 
+This is the model side of evaluation: it turns a VL-JEPA model (or saved embeddings) and media
+into arrays, then scores them with the model-agnostic metrics of `eval/`.
+
 Data flow: typed config (defaults <- `--config recipe.yaml` <- `--set a.b=c`) -> a model
 directory (`VLJepaModel.from_pretrained`) or a folder of saved embeddings -> clips from the
 synthetic digit set, a class-per-folder tree or a CSV/JSONL manifest -> embeddings
@@ -151,7 +154,7 @@ def _classify_inputs(cfg: EvalConfig) -> tuple[np.ndarray, np.ndarray, np.ndarra
         d = Path(cfg.embeddings)
         names = (d / "class_names.txt").read_text().splitlines()
         return np.load(d / "video.npy"), np.load(d / "labels.npy"), np.load(d / "classes.npy"), names, str(d)
-    from eval.classify import class_embeddings
+    from vljepa.tasks import class_embeddings
 
     model = _load_model(cfg.model)
     n = _num_frames(model, cfg.data)
@@ -162,7 +165,7 @@ def _classify_inputs(cfg: EvalConfig) -> tuple[np.ndarray, np.ndarray, np.ndarra
         names, labels = class_names(), np.array([c["label"] for c in clips])
         batches = _pixel_batches(model, [c["frames"] for c in clips], cfg.batch_size)
     else:
-        from eval.video_data import load_labelled
+        from vljepa.eval_data import load_labelled
         from vljepa.processing import VideoTransform
 
         data = load_labelled(cfg.data.source, _class_names(cfg.data, None))

@@ -34,8 +34,8 @@ def test_train_then_eval_writes_results(trained_run, tmp_path):
     assert len(results) == 12 and {"prediction", "gold", "exact_match", "equivalent", "regex_verdict"} <= set(results[0])
     assert results[0]["gold"] == "~((dog.*[0-9].*){3,})"  # first synth_test record, in order
     m = summary["metrics"]
-    assert m["task"] == "synth" and m["n"] == 12 and 0.0 <= m["accuracy"] <= 1.0
-    assert m["accuracy"] == sum(r["equivalent"] for r in results) / 12
+    assert m["task"] == "synth" and m["n"] == 12 and 0.0 <= m["accuracy"] <= 100.0  # percent
+    assert m["accuracy"] == pytest.approx(100 * sum(r["equivalent"] for r in results) / 12)
     assert summary["config"]["generation"]["batch_size"] == 5 and summary["config"]["task"] == "synth"
     assert "packages" in summary and "git_commit" in summary and summary["checkpoint"].endswith("final")
     rep = summary["representation"]

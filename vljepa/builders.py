@@ -19,10 +19,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 from transformers import (
-    AutoConfig,
     AutoModel,
     AutoTokenizer,
-    CLIPVisionModel,
     Gemma3TextConfig,
     LlamaConfig,
     PreTrainedModel,
@@ -33,10 +31,7 @@ from transformers import (
 )
 
 from vljepa.configuration import VLJepaConfig
-from vljepa.modeling import VLJepaModel
-
-# Full image-text checkpoints whose vision tower is the X-encoder.
-_VISION_TOWERS = {"siglip": SiglipVisionModel, "clip": CLIPVisionModel}
+from vljepa.modeling import VLJepaModel, load_x_encoder
 
 TINY_CORPUS = [
     "what happens? what is the digit doing? describe the clip. what happens in this video?",
@@ -62,13 +57,6 @@ def slice_last_layers(lm: PreTrainedModel, n: int) -> PreTrainedModel:
     if getattr(lm.config, "layer_types", None):
         lm.config.layer_types = list(lm.config.layer_types)[total - n:]
     return lm
-
-
-def load_x_encoder(name_or_path: str, **kwargs) -> PreTrainedModel:
-    """V-JEPA 2 (video) or the vision tower of a SigLIP/CLIP checkpoint (images)."""
-    model_type = AutoConfig.from_pretrained(name_or_path).model_type
-    cls = _VISION_TOWERS.get(model_type)
-    return cls.from_pretrained(name_or_path, **kwargs) if cls else AutoModel.from_pretrained(name_or_path, **kwargs)
 
 
 def _assemble(x_encoder: PreTrainedModel, predictor: PreTrainedModel, y_encoder: PreTrainedModel,

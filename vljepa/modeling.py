@@ -16,7 +16,13 @@ Save/load: `save_pretrained` writes config.json, the trained weights (predictor,
 Y-encoder, logit scale) and both tokenizers (`predictor_tokenizer/`, `y_tokenizer/`); the frozen
 X-encoder is referenced by `config.x_encoder_name_or_path` and reloaded from there, unless it
 has no source (random tiny encoders), was unfrozen, or `save_x_encoder=True`, in which case its
-weights are saved too. `from_pretrained` is the exact inverse. Build models with
+weights are saved too. `from_pretrained` is the exact inverse; it reloads a SigLIP / CLIP
+X-encoder as its vision tower only (`load_x_encoder`), never the two-tower model.
+
+Parts that never receive a gradient are removed at construction, so multi-process (DDP) runs
+need no `find_unused_parameters`: the BERT-style pooler of sentence-encoder Y-encoders (mean or
+CLS pooling reads the hidden states, never the pooler) and V-JEPA 2's own JEPA predictor (only
+the encoder is used). The logit scale trains only with the InfoNCE loss. Build models with
 `vljepa.builders.build_vljepa` (pretrained parts) or `build_tiny_vljepa` (offline, for tests and
 the demo); `vljepa.builders` stands above this module (it imports it, never the reverse).
 """
@@ -29,12 +35,37 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from torch import nn
-from transformers import AutoModel, AutoTokenizer, PreTrainedModel
+from transformers import (
+    AutoConfig,
+    AutoModel,
+    AutoTokenizer,
+    CLIPVisionModel,
+    PreTrainedModel,
+    SiglipVisionModel,
+)
 
 from vljepa.configuration import Pooling, VLJepaConfig
 from vljepa.losses import text_ids, vljepa_loss
 
 MAX_LOGIT_SCALE = 100.0  # CLIP's clamp on the learnable logit scale (temperature >= 0.01)
+# Full image-text checkpoints whose vision tower is the X-encoder.
+VISION_TOWERS = {"siglip": SiglipVisionModel, "clip": CLIPVisionModel}
+
+
+def load_x_encoder(name_or_path: str, **kwargs) -> PreTrainedModel:
+    """V-JEPA 2 (video) or the vision tower of a SigLIP/CLIP checkpoint (images)."""
+    model_type = AutoConfig.from_pretrained(name_or_path).model_type
+    cls = VISION_TOWERS.get(model_type)
+    return cls.from_pretrained(name_or_path, **kwargs) if cls else AutoModel.from_pretrained(name_or_path, **kwargs)
+
+
+def drop_unused_parts(x_encoder: nn.Module, y_encoder: nn.Module) -> None:
+    """Remove sub-modules whose parameters never get a gradient in VL-JEPA (DDP would stop with
+    "Expected to have finished reduction" on trainable unused parameters)."""
+    if getattr(y_encoder, "pooler", None) is not None:  # BERT/MiniLM pooler: we pool hidden states
+        y_encoder.pooler = None
+    if getattr(x_encoder, "predictor", None) is not None and hasattr(x_encoder.config, "pred_hidden_size"):
+        x_encoder.predictor = None  # V-JEPA 2's masked-prediction head (22M params at ViT-L): skipped
 
 
 def normalize(x: torch.Tensor) -> torch.Tensor:
@@ -76,6 +107,7 @@ class VLJepaModel(PreTrainedModel):
         self.predictor = predictor or AutoModel.from_config(
             config.sub_config("predictor"), attn_implementation=config.predictor_attn_implementation)
         self.y_encoder = y_encoder or AutoModel.from_config(config.sub_config("y_encoder"))
+        drop_unused_parts(self.x_encoder, self.y_encoder)
         for module in self.predictor.modules():  # belt and braces: flash/SDPA kernels read this flag
             if hasattr(module, "is_causal"):
                 module.is_causal = False
@@ -83,12 +115,14 @@ class VLJepaModel(PreTrainedModel):
         self.visual_proj = nn.Linear(self.x_encoder.config.hidden_size, h)
         self.predictor_head = nn.Linear(h, config.embed_dim)
         self.y_head = nn.Linear(self.y_encoder.config.hidden_size, config.embed_dim)
+        # only InfoNCE reads the logit scale: a trainable unused scale would break DDP
         self.logit_scale = nn.Parameter(torch.tensor(math.log(1.0 / config.temperature)),
-                                        requires_grad=config.learn_temperature)
+                                        requires_grad=config.learn_temperature and config.loss == "infonce")
         self.predictor_tokenizer = None
         self.y_tokenizer = None
         self.post_init()
         self.set_x_encoder_trainable(not config.freeze_x_encoder)
+        self.set_predictor_embeddings_trainable(not config.freeze_predictor_embeddings)
 
     # ----------------------------------------------------------------- setup helpers
     def _init_weights(self, module: nn.Module) -> None:
@@ -102,6 +136,11 @@ class VLJepaModel(PreTrainedModel):
         self.config.freeze_x_encoder = not trainable
         self.x_encoder.requires_grad_(trainable)
         self.x_encoder.train(trainable and self.training)
+
+    def set_predictor_embeddings_trainable(self, trainable: bool) -> None:
+        """Freeze (or unfreeze) the predictor LM's token-embedding table (most of its parameters)."""
+        self.config.freeze_predictor_embeddings = not trainable
+        self.predictor.get_input_embeddings().requires_grad_(trainable)
 
     def train(self, mode: bool = True) -> VLJepaModel:
         super().train(mode)
@@ -221,7 +260,8 @@ class VLJepaModel(PreTrainedModel):
         """Inverse of save_pretrained: weights, tokenizers, and the X-encoder from its source."""
         model = super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
         if not model._x_encoder_in_checkpoint():
-            x = AutoModel.from_pretrained(model.config.x_encoder_name_or_path)
+            x = load_x_encoder(model.config.x_encoder_name_or_path)  # SigLIP/CLIP: the vision tower only
+            drop_unused_parts(x, model.y_encoder)
             model.x_encoder = x.to(device=model.device, dtype=next(model.x_encoder.parameters()).dtype)
             model.set_x_encoder_trainable(False)
         src = str(pretrained_model_name_or_path)

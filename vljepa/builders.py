@@ -131,16 +131,24 @@ def build_tiny_vljepa(x_kind: str = "vjepa2", num_frames: int = 8, crop_size: in
             max_query_length=32, max_target_length=32)
 
 
+# Llama 3.2's RoPE: theta 500000 with "llama3" frequency scaling (8k -> 128k context), as in its config.json.
+LLAMA_3_2_ROPE = {"rope_type": "llama3", "rope_theta": 500000.0, "factor": 32.0, "low_freq_factor": 1.0,
+                  "high_freq_factor": 4.0, "original_max_position_embeddings": 8192}
+
+
 def paper_vljepa_config():
     """The paper's configuration from configs alone: V-JEPA 2 ViT-L/16 256px, Llama-3.2-1B layers
-    8-15 (hidden 2048), EmbeddingGemma-300M shapes, D = 1536."""
+    8-15 (hidden 2048, RoPE theta 500000 with llama3 scaling), EmbeddingGemma-300M (Gemma 3 text,
+    bidirectional attention, sliding window 512), D = 1536. Counted on the meta device this is
+    1.362B parameters (V-JEPA 2's own predictor is dropped: VL-JEPA never runs it)."""
     llama_1b_last8 = LlamaConfig(vocab_size=128256, hidden_size=2048, intermediate_size=8192,
                                  num_hidden_layers=8, num_attention_heads=32, num_key_value_heads=8,
                                  head_dim=64, max_position_embeddings=131072, rms_norm_eps=1e-5,
-                                 tie_word_embeddings=True)
+                                 tie_word_embeddings=True, rope_parameters=dict(LLAMA_3_2_ROPE))
     embedding_gemma = Gemma3TextConfig(vocab_size=262144, hidden_size=768, intermediate_size=1152,
                                        num_hidden_layers=24, num_attention_heads=3, num_key_value_heads=1,
-                                       head_dim=256, max_position_embeddings=2048)
+                                       head_dim=256, max_position_embeddings=2048,
+                                       use_bidirectional_attention=True, sliding_window=512)
     return VLJepaConfig(
         x_encoder=VJEPA2Config().to_dict(), x_encoder_name_or_path="facebook/vjepa2-vitl-fpc64-256",
         predictor=llama_1b_last8.to_dict(), predictor_name_or_path="meta-llama/Llama-3.2-1B",

@@ -156,8 +156,9 @@ def _retrieval_inputs(cfg: EvalConfig) -> tuple[np.ndarray, np.ndarray, np.ndarr
 
 def run_retrieval(cfg: EvalConfig) -> dict:
     video, text, t2v, name, texts, media = _retrieval_inputs(cfg)
-    metrics = evaluate_retrieval(text, video, t2v, tuple(cfg.ks or (1, 5, 10)), cfg.index,
-                                 rank_depth=cfg.rank_depth or None)
+    # default ks: 1, 5, 10 as far as the smaller gallery allows (an explicit deeper k is an error)
+    ks = tuple(cfg.ks or [k for k in (1, 5, 10) if k <= min(len(video), len(text))] or [1])
+    metrics = evaluate_retrieval(text, video, t2v, ks, cfg.index, rank_depth=cfg.rank_depth or None)
     out = _out_dir(cfg, "retrieval")
     for fname, arr in (("video.npy", video), ("text.npy", text), ("text_to_video.npy", t2v)):
         np.save(out / fname, arr)

@@ -131,7 +131,7 @@ def load_image(path: str | Path) -> torch.Tensor:
 
     try:
         with Image.open(path) as img:
-            arr = np.asarray(img.convert("RGB"))
+            arr = np.array(img.convert("RGB"))  # a writable copy
     except (OSError, UnidentifiedImageError) as e:
         raise MediaError(f"cannot read image {path}: {e}; fix or remove it (training recipes can skip and count "
                          "such files with data.skip_bad_media=true)") from e

@@ -17,6 +17,7 @@ Layouts:
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -97,7 +98,7 @@ def from_manifest(path: str | Path, class_names: list[str] | None = None) -> Lab
     path = Path(path)
     rows = read_manifest_rows(path)
     raw = [str(_label_of(row, where)).strip() for where, row in rows]
-    if all(label.lstrip("-").isdigit() for label in raw):
+    if all(re.fullmatch(r"-?[0-9]+", label) for label in raw):  # ASCII digits only: int("²") fails
         if class_names is None:
             raise ManifestError(f"{path}: integer labels need a class-name list (e.g. --set data.labels=ucf101)")
         labels = [int(label) for label in raw]
@@ -107,7 +108,10 @@ def from_manifest(path: str | Path, class_names: list[str] | None = None) -> Lab
                                 f"({len(bad)} such rows)")
         classes = list(class_names)
     else:
-        classes = _resolve_classes(raw, class_names, str(path))
+        try:
+            classes = _resolve_classes(raw, class_names, str(path))
+        except ValueError as e:
+            raise ManifestError(str(e)) from None
         labels = [classes.index(label) for label in raw]
     paths = [str(p if Path(p).is_absolute() else path.parent / p) for p in (r["path"] for _, r in rows)]
     return LabelledVideos(paths, labels, classes)

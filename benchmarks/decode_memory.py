@@ -38,7 +38,7 @@ else:
     from vljepa.builders import build_tiny_vljepa
     base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     main(["retrieval", "--set", f"model={extra[0]}", "--set", f"data.source={clip}", "--set", f"out={extra[1]}",
-          "--set", "batch_size=2"])
+          "--set", "batch_size=2", "--set", "ks=[1]"])
 peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 print(json.dumps({"base_mb": base / 1024, "peak_mb": peak / 1024, "delta_mb": (peak - base) / 1024}))
 '''
@@ -64,7 +64,9 @@ def make_clip(path: Path, n_frames: int = 132, height: int = 720, width: int = 1
 def probe(tree: Path, mode: str, clip: Path, *extra: str) -> dict:
     env = {**os.environ, "PYTHONPATH": str(tree), "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
     out = subprocess.run([sys.executable, "-c", PROBE, mode, str(clip), *extra], env=env, capture_output=True,
-                         text=True, check=True, cwd=tree)
+                         text=True, cwd=tree)
+    if out.returncode:
+        raise RuntimeError(f"{mode} probe on {tree} failed:\n{out.stderr[-2000:]}")
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
@@ -73,7 +75,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--before", required=True, help="code tree of the baseline (git archive of an older commit)")
     p.add_argument("--work", default="runs/decode_memory")
     p.add_argument("--repeats", type=int, default=3)
-    p.add_argument("--clips", type=int, default=6, help="long clips in the eval manifest")
+    p.add_argument("--clips", type=int, default=10, help="long clips in the eval manifest")
     p.add_argument("--out", default="benchmarks/results/decode_memory.json")
     args = p.parse_args(argv)
     work = Path(args.work).resolve()

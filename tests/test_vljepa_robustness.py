@@ -276,3 +276,28 @@ def test_eval_moves_the_model_to_the_gpu_when_there_is_one(monkeypatch):
     eval_cli._load_model("x", "auto")
     eval_cli._load_model("x", "cpu")
     assert moved == ["cuda", "cpu"]
+
+
+def test_stream_cli_uses_the_trained_frames_and_query(tiny, tmp_path, monkeypatch, capsys):
+    import vljepa.decoder
+    import vljepa.stream as stream
+
+    import copy
+
+    model = copy.deepcopy(tiny)  # the module's shared model stays untouched
+    model.config.num_frames, model.config.default_query = 2, "what happens?"
+    model.config.training_queries = ["what happens?"]
+    model.save_pretrained(tmp_path / "m")
+    seen = {}
+
+    def fake_caption_stream(model, decoder, transform, source, cfg, *args, **kwargs):
+        seen["cfg"] = cfg
+        return iter([])
+
+    monkeypatch.setattr(vljepa.decoder, "load_decoder", lambda *a, **k: None)
+    monkeypatch.setattr(stream, "caption_stream", fake_caption_stream)
+    stream.cli_main([str(CARPHONE), "--model", str(tmp_path / "m")])
+    assert seen["cfg"].frames_per_window == 2 and seen["cfg"].query == "what happens?"  # were 8 and "what is happening?"
+    with pytest.warns(UserWarning, match="never seen in training"):
+        stream.cli_main([str(CARPHONE), "--model", str(tmp_path / "m"), "--query", "what is happening?"])
+    assert seen["cfg"].query == "what is happening?"

@@ -279,10 +279,10 @@ def test_eval_moves_the_model_to_the_gpu_when_there_is_one(monkeypatch):
 
 
 def test_stream_cli_uses_the_trained_frames_and_query(tiny, tmp_path, monkeypatch, capsys):
+    import copy
+
     import vljepa.decoder
     import vljepa.stream as stream
-
-    import copy
 
     model = copy.deepcopy(tiny)  # the module's shared model stays untouched
     model.config.num_frames, model.config.default_query = 2, "what happens?"

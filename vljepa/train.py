@@ -171,6 +171,17 @@ def _setup(cfg: TrainConfig):
     return accelerator, model, optimizer, loader, scheduler
 
 
+def _resume(cfg: TrainConfig, out: Path, accelerator, model, optimizer, scheduler) -> int:
+    """Load the newest checkpoint (run.resume) and trim metrics.jsonl to it; returns the step (0 = fresh)."""
+    step, ckpt = 0, _latest_checkpoint(out) if cfg.run.resume else None
+    if ckpt is not None:
+        step = load_state(ckpt, accelerator, model, optimizer, scheduler)
+        accelerator.print(f"resumed from {ckpt} at step {step}")
+    if accelerator.is_main_process:
+        _trim_metrics(out, step)
+    return step
+
+
 def train(cfg: TrainConfig) -> dict:
     """Run the recipe; returns {"step", "model_dir", "history": [logged rows], "last": last row}."""
     out = Path(cfg.run.output_dir)
@@ -179,12 +190,7 @@ def train(cfg: TrainConfig) -> dict:
     if accelerator.is_main_process:
         save_config(cfg, out / "config.yaml")
         atomic_write_json(out / "run_metadata.json", run_metadata())
-    step, ckpt = 0, _latest_checkpoint(out) if cfg.run.resume else None
-    if ckpt is not None:
-        step = load_state(ckpt, accelerator, model, optimizer, scheduler)
-        accelerator.print(f"resumed from {ckpt} at step {step}")
-    if accelerator.is_main_process:
-        _trim_metrics(out, step)
+    step = _resume(cfg, out, accelerator, model, optimizer, scheduler)
     history: list[dict] = []
     sums, count = defaultdict(float), 0
     bar = tqdm(total=cfg.optim.max_steps, initial=step, desc="vljepa train",

@@ -3,8 +3,9 @@
 Data flow: a synthetic long 720p clip (moving gradients, H.264 via PyAV) -> in a fresh
 subprocess per arm, `vljepa.video.decode_video(clip, 8)` (and `vljepa eval retrieval` over a
 manifest of such clips) from the code tree given by --tree (this checkout, or an older commit
-extracted with `git archive <commit> | tar -x -C DIR`) -> peak RSS (ru_maxrss) minus the RSS
-after imports -> a table of before/after ratios. Arms are interleaved and repeated; medians.
+extracted with `git archive <commit> | tar -x -C DIR`) -> peak resident memory while the work
+runs (sampled from /proc/self/statm every 2 ms) minus the resident memory just before it ->
+before/after medians and ratios. Arms are interleaved and repeated.
 
     python benchmarks/decode_memory.py --before /tmp/base --repeats 3
 """
@@ -25,22 +26,34 @@ import torch
 HERE = Path(__file__).resolve().parent.parent
 
 PROBE = r'''
-import json, resource, sys
+import json, os, sys, threading, time
 import torch
 torch.set_num_threads(1)
 mode, clip, extra = sys.argv[1], sys.argv[2], sys.argv[3:]
+page = os.sysconf("SC_PAGE_SIZE")
+def rss():
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * page / 2**20
+peak, done = [0.0], threading.Event()
+def sample():  # resident memory every 2 ms while the work runs (ru_maxrss only sees the import peak)
+    while not done.is_set():
+        peak[0] = max(peak[0], rss())
+        time.sleep(0.002)
 if mode == "decode":
     from vljepa.video import decode_video
-    base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    frames = decode_video(clip, 8)
+    work = lambda: decode_video(clip, 8)
 else:
     from vljepa.eval_cli import main
-    from vljepa.builders import build_tiny_vljepa
-    base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    main(["retrieval", "--set", f"model={extra[0]}", "--set", f"data.source={clip}", "--set", f"out={extra[1]}",
-          "--set", "batch_size=2", "--set", "ks=[1]"])
-peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-print(json.dumps({"base_mb": base / 1024, "peak_mb": peak / 1024, "delta_mb": (peak - base) / 1024}))
+    import vljepa.modeling, vljepa.tasks, vljepa.processing, eval.retrieval  # imported before the baseline
+    work = lambda: main(["retrieval", "--set", f"model={extra[0]}", "--set", f"data.source={clip}",
+                         "--set", f"out={extra[1]}", "--set", "batch_size=2", "--set", "ks=[1]"])
+base = rss()
+t = threading.Thread(target=sample, daemon=True)
+t.start()
+work()
+done.set()
+t.join()
+print(json.dumps({"base_mb": base, "peak_mb": peak[0], "delta_mb": peak[0] - base}))
 '''
 
 

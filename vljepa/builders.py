@@ -140,7 +140,7 @@ def paper_vljepa_config():
     """The paper's configuration from configs alone: V-JEPA 2 ViT-L/16 256px, Llama-3.2-1B layers
     8-15 (hidden 2048, RoPE theta 500000 with llama3 scaling), EmbeddingGemma-300M (Gemma 3 text,
     bidirectional attention, sliding window 512), D = 1536. Counted on the meta device this is
-    1.362B parameters (V-JEPA 2's own predictor is dropped: VL-JEPA never runs it)."""
+    1.362B parameters (V-JEPA 2's own predictor is not counted: VL-JEPA never runs it)."""
     llama_1b_last8 = LlamaConfig(vocab_size=128256, hidden_size=2048, intermediate_size=8192,
                                  num_hidden_layers=8, num_attention_heads=32, num_key_value_heads=8,
                                  head_dim=64, max_position_embeddings=131072, rms_norm_eps=1e-5,

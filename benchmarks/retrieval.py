@@ -65,12 +65,12 @@ def settings(n: int, dim: int, nlist: int = 0, train_per_list: int = 40) -> list
     pq_m = next(m for m in (48, 32, 24, 16, 8, 4, 2, 1) if dim % m == 0)
     return [
         ("ivf_flat", IndexConfig(kind=IndexKind.IVF_FLAT, nlist=nlist, train_per_list=tpl),
-         [{"nprobe": p} for p in (4, 8, 16, 32, 64)]),
+         [{"nprobe": p} for p in (4, 8, 16, 32, 64, 128)]),
         ("ivf_pq+refine", IndexConfig(kind=IndexKind.IVF_PQ, nlist=nlist, pq_m=pq_m, train_per_list=tpl,
                                       refine_k_factor=10),
-         [{"nprobe": p, "refine_k_factor": r} for p, r in ((8, 10), (16, 10), (32, 10), (32, 30))]),
+         [{"nprobe": p, "refine_k_factor": r} for p, r in ((8, 10), (16, 10), (32, 10), (64, 10))]),
         ("hnsw", IndexConfig(kind=IndexKind.HNSW, hnsw_m=32, ef_construction=64),
-         [{"ef_search": e} for e in (32, 64, 128)]),
+         [{"ef_search": e} for e in (32, 64, 128, 256)]),
     ]
 
 
@@ -165,6 +165,9 @@ def main(argv: list[str] | None = None) -> None:
         from real_sentences import load_real
 
         gallery, queries, info = load_real(args.queries, args.seed, cached_only=True)
+        if len(gallery) == 0:
+            raise SystemExit(f"no cached gallery embeddings for --queries {args.queries} --seed {args.seed}: run "
+                             f"`python benchmarks/real_sentences.py --queries {args.queries} --seed {args.seed}` first")
         what = (f"real all-MiniLM-L6-v2 sentence embeddings ({info['n_gallery']} of {info['n_gallery_available']} "
                 f"gallery sentences embedded; held-out queries)")
     else:

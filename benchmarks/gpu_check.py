@@ -310,6 +310,10 @@ def main(argv: list[str] | None = None) -> int:
     markdown = render_markdown(report)
     out_dirs = [Path(args.out_dir)] + ([Path(os.environ["OUT"])] if os.environ.get("OUT") else [])
     paths = write_report(report, markdown, out_dirs, report_name(args, env))
+    if os.environ.get("OUT") and args.isolate:  # every section's full log comes back too (one file)
+        logs = [f"===== {n} =====\n" + (Path(args.work_dir) / f"{n}.log").read_text(errors="replace")
+                for n in names if (Path(args.work_dir) / f"{n}.log").is_file()]
+        paths.append(atomic_write_text(Path(os.environ["OUT"]) / "sections.log", "\n".join(logs)))
     print(markdown)
     print("[gpu_check] wrote " + ", ".join(str(p) for p in paths))
     for line in report["summary"]["missing"]:

@@ -12,6 +12,7 @@ Not run directly; see `benchmarks/gpu_check.py`.
 from __future__ import annotations
 
 import contextlib
+import json
 import math
 import resource
 import statistics
@@ -97,6 +98,7 @@ class Section:
             except Exception as e:  # noqa: BLE001  (one failing arm must not stop the others)
                 row = {**label, **_error(e)}
         self.rows.append(row)
+        _progress(row)
         return row
 
     def guard(self, label: dict, fn: Callable[[], None]) -> None:
@@ -105,6 +107,12 @@ class Section:
             fn()
         except Exception as e:  # noqa: BLE001
             self.rows.append({**label, **_error(e)})
+
+
+def _progress(row: dict) -> None:
+    """One line per finished arm in the section's log (where a later crash or hang happened)."""
+    shown = {k: (f"{v:.4g}" if isinstance(v, float) else v) for k, v in row.items() if k != "traceback"}
+    print("[arm] " + json.dumps(shown, default=str)[:400], flush=True)
 
 
 def _error(e: Exception) -> dict:

@@ -38,7 +38,7 @@ for _p in (str(ROOT), str(HERE)):  # the GPU machine runs the checkout without i
         sys.path.insert(0, _p)
 
 import torch  # noqa: E402
-from gpu_check_common import Ctx, Section, nonfinite_paths  # noqa: E402
+from gpu_check_common import Ctx, Section, nonfinite_paths, own_accelerate_state  # noqa: E402
 from gpu_check_report import render_markdown  # noqa: E402
 
 from jepa_common.io import atomic_write_json, atomic_write_text, git_commit, package_versions  # noqa: E402
@@ -83,7 +83,8 @@ def _train_loops(ctx: Ctx) -> Section:
 
     sec = Section()
     for label, fn in (("llm_jepa.train", llm_train_loop), ("vljepa.train", vl_train_loop)):
-        row = sec.arm({"loop": label}, lambda f=fn: f(ctx), ctx)
+        with own_accelerate_state():
+            row = sec.arm({"loop": label}, lambda f=fn: f(ctx), ctx)
         sec.checks[f"{label}: 3 steps, model saved"] = bool(row.get("saved_final")) and row.get("steps") == 3
     return sec
 

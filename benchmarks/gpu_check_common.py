@@ -12,6 +12,7 @@ Not run directly; see `benchmarks/gpu_check.py`.
 from __future__ import annotations
 
 import contextlib
+import gc
 import json
 import math
 import resource
@@ -61,6 +62,7 @@ class Ctx:
 
     def reset_peak(self) -> None:
         if self.device.type == "cuda":
+            gc.collect()  # models of a previous arm may sit in reference cycles
             torch.cuda.empty_cache()
             torch.cuda.reset_peak_memory_stats(self.device)
 
@@ -170,3 +172,18 @@ def strict_fp32() -> Iterator[None]:
         yield
     finally:
         torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = old
+
+
+@contextlib.contextmanager
+def own_accelerate_state() -> Iterator[None]:
+    """Accelerate keeps one mixed-precision state per process and refuses a second setting; a training
+    loop run in-process (--no-isolate, tests) gets a fresh one and leaves none behind."""
+    from accelerate.state import AcceleratorState, GradientState
+
+    AcceleratorState._reset_state()
+    GradientState._reset_state()
+    try:
+        yield
+    finally:
+        AcceleratorState._reset_state()
+        GradientState._reset_state()

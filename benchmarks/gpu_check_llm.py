@@ -117,6 +117,7 @@ def _loss_fn(variant: str, model, tok, encs, device: torch.device, max_length: i
 def time_variant(ctx: Ctx, variant: str, model, tok, encs, warmup: int, steps: int) -> dict:
     """One variant: forward (bf16 autocast) + backward + clip + AdamW, timed; peak memory of the variant."""
     loss_fn, row_tokens = _loss_fn(variant, model, tok, encs, ctx.device, TINY_MAX_LENGTH if ctx.tiny else 512)
+    model.zero_grad(set_to_none=True)  # a variant that failed mid-step may have left gradients behind
     opt = torch.optim.AdamW(model.parameters(), lr=1e-5)
     last = {}
 

@@ -36,6 +36,9 @@ from gpu_check_llm import SHAPES, VARIANTS, lm_config  # noqa: E402
 
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory):
+    from accelerate import Accelerator
+
+    Accelerator(mixed_precision="no")  # what earlier tests leave in this process: the bf16 loops must not clash
     out = tmp_path_factory.mktemp("gpu_check")
     saved = os.environ.pop("OUT", None)  # the report must go to --out-dir only
     try:
@@ -118,6 +121,12 @@ def test_tiny_train_loops_and_markdown(tiny_run):
     for name in gpu_check.SECTIONS:
         assert f"## {name}" in markdown
     assert "**PASS**" in markdown and "| llama-3.2-1b | tripled |" in markdown
+
+
+def test_in_process_loops_leave_no_accelerate_state_behind(tiny_run):
+    from accelerate import Accelerator
+
+    assert Accelerator(mixed_precision="no").mixed_precision == "no"  # raises if the bf16 state had stayed
 
 
 def test_isolated_sections_record_crash_and_error_and_the_rest_runs(tmp_path):

@@ -188,7 +188,7 @@ def find_minilm(explicit: str | None) -> str | None:
     return next((c for c in candidates if c and (Path(c) / "config.json").is_file()), None)
 
 
-def missing_pieces(args, env: dict) -> list[str]:
+def missing_pieces(args) -> list[str]:
     """What this machine lacks for a full run, one line each."""
     out = []
     if args.device == "cuda" and not torch.cuda.is_available():
@@ -298,7 +298,7 @@ def main(argv: list[str] | None = None) -> int:
     Path(args.work_dir).mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     env = collect_env(args.device)
-    missing = missing_pieces(args, env)
+    missing = missing_pieces(args)
     if args.device == "cuda" and not torch.cuda.is_available():
         sections = {n: {"status": "skipped", "error": "no CUDA device"} for n in names}
     else:

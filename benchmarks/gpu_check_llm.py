@@ -9,8 +9,9 @@ forward in bf16 autocast (fp32 master weights), backward, clip, AdamW:
   reference  - the three views packed into one row per record (the paper's Enc(Text))
   in_context - Enc(Text) read inside the conversation; k predictors + Code view extra
   tripled    - the reference code's layout: 3B rows padded to 512 (`benchmarks/llm_jepa_step.py`)
--> rows: step ms (median of timed steps), tokens/s (conversation tokens, the same numerator for
-every variant of a model), peak memory, and the cost ratios against the in-run baselines.
+-> rows: step ms (median of timed steps), the update alone (clip + AdamW) and so fwd+bwd per
+micro-batch, tokens/s of both (conversation tokens, the same numerator for every variant of a model),
+peak memory, and the cost ratios against the in-run baselines.
 
 `llm_parity`: a tiny Llama and a tiny Gemma 2 (`load_model_and_tokenizer`) on one batch: the loss
 terms on the device (fp32, and bf16 autocast) against the fp32 CPU values. `llm_train_loop`: three
@@ -115,27 +116,38 @@ def _loss_fn(variant: str, model, tok, encs, device: torch.device, max_length: i
 
 
 def time_variant(ctx: Ctx, variant: str, model, tok, encs, warmup: int, steps: int) -> dict:
-    """One variant: forward (bf16 autocast) + backward + clip + AdamW, timed; peak memory of the variant."""
+    """One variant: forward (bf16 autocast) + backward + clip + AdamW, timed; then the update alone
+    (clip + AdamW), so that fwd+bwd per micro-batch (what gradient accumulation repeats) is known too."""
     loss_fn, row_tokens = _loss_fn(variant, model, tok, encs, ctx.device, TINY_MAX_LENGTH if ctx.tiny else 512)
     model.zero_grad(set_to_none=True)  # a variant that failed mid-step may have left gradients behind
     opt = torch.optim.AdamW(model.parameters(), lr=1e-5)
     last = {}
 
+    def update(keep_grads: bool = False):
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        opt.zero_grad(set_to_none=not keep_grads)
+
     def step():
         with ctx.autocast():
             loss = loss_fn()
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        opt.zero_grad(set_to_none=True)
         last["loss"] = loss.detach()
+        update(keep_grads=last.get("keep", False))
 
     ctx.reset_peak()
     t = time_calls(step, ctx, warmup, steps)
+    mem = ctx.peak_memory()
+    last["keep"] = True
+    step()  # leaves (zeroed) gradients in place, so the timed updates do the full AdamW work
+    u = time_calls(lambda: update(keep_grads=True), ctx, 0, steps)
     conv_tokens = sum(len(e.full_ids) for e in encs)
+    fwd_bwd_ms = max(t["median_ms"] - u["median_ms"], 1e-6)
     out = {"step_ms": t["median_ms"], "step_ms_min": t["min_ms"], "step_ms_max": t["max_ms"], "steps_timed": t["n"],
-           "conv_tokens": conv_tokens, "computed_tokens": row_tokens,
-           "tokens_per_s": conv_tokens / (t["median_ms"] / 1000), "loss": float(last["loss"]), **ctx.peak_memory()}
+           "update_ms": u["median_ms"], "fwd_bwd_ms": fwd_bwd_ms, "conv_tokens": conv_tokens,
+           "computed_tokens": row_tokens, "tokens_per_s": conv_tokens / (t["median_ms"] / 1000),
+           "tokens_per_s_fwd_bwd": conv_tokens / (fwd_bwd_ms / 1000), "loss": float(last["loss"]), **mem}
+    model.zero_grad(set_to_none=True)
     opt.state.clear()  # free the AdamW moments before the next variant
     return out
 
@@ -146,6 +158,7 @@ def _ratios(rows: list[dict], shape: str) -> dict:
     for num, den in (("reference", "tripled"), ("in_context", "plain"), ("reference", "plain"), ("tripled", "plain")):
         if num in by and den in by:
             out[f"{num}/{den}"] = {"time": by[num]["step_ms"] / by[den]["step_ms"],
+                                   "fwd_bwd_time": by[num]["fwd_bwd_ms"] / by[den]["fwd_bwd_ms"],
                                    "memory": by[num]["peak_mem_gib"] / by[den]["peak_mem_gib"]}
     return out
 

@@ -75,7 +75,7 @@ def _section(name: str, r: dict) -> list[str]:
     if checks:
         out += [f"- {'PASS' if ok else 'FAIL'}: {c}" for c, ok in checks.items()] + [""]
     for key, ratios in (r.get("derived") or {}).items():
-        out += [f"- {key}: " + ", ".join(f"{k} time {fmt(v['time'])}x, memory {fmt(v['memory'])}x"
+        out += [f"- {key}: " + ", ".join(f"{k} " + ", ".join(f"{m} {fmt(x)}x" for m, x in v.items())
                                          for k, v in ratios.items())]
     out += [""] if r.get("derived") else []
     out += grouped_tables(r.get("rows", []))

@@ -75,7 +75,8 @@ def test_tiny_llm_steps_time_every_variant_of_both_shapes(tiny_run):
     for shape in SHAPES:
         for variant in VARIANTS:
             (row,) = _rows(report, "llm_steps", model=shape, variant=variant)
-            _positive(row, "step_ms", "tokens_per_s", "peak_mem_gib", "conv_tokens", "computed_tokens", "loss")
+            _positive(row, "step_ms", "update_ms", "fwd_bwd_ms", "tokens_per_s", "tokens_per_s_fwd_bwd",
+                      "peak_mem_gib", "conv_tokens", "computed_tokens", "loss")
         tripled = _rows(report, "llm_steps", model=shape, variant="tripled")[0]
         assert tripled["computed_tokens"] == 3 * 4 * 160  # 3B rows padded to the tiny max length
         assert _rows(report, "llm_steps", model=shape, variant="plain")[0]["conv_tokens"] == tripled["conv_tokens"]

@@ -99,16 +99,20 @@ class Section:
                 row = {**label, **fn()}
             except Exception as e:  # noqa: BLE001  (one failing arm must not stop the others)
                 row = {**label, **_error(e)}
+        self.add(row)
+        return row
+
+    def add(self, row: dict) -> None:
+        """Append a row computed elsewhere (and log it like an arm's)."""
         self.rows.append(row)
         _progress(row)
-        return row
 
     def guard(self, label: dict, fn: Callable[[], None]) -> None:
         """Run `fn`, which adds its own rows; if it raises, add `label` + the error as a row instead."""
         try:
             fn()
         except Exception as e:  # noqa: BLE001
-            self.rows.append({**label, **_error(e)})
+            self.add({**label, **_error(e)})
 
 
 def _progress(row: dict) -> None:

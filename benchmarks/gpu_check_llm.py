@@ -173,7 +173,7 @@ def run_llm_steps(ctx: Ctx, batch: int | None = None) -> Section:
                      f"{steps} timed steps (same batch); tokens/s counts conversation tokens")
     for shape in SHAPES:
         if ctx.left() <= 0:
-            sec.rows.append({"model": shape, "skipped": "time box reached before this model"})
+            sec.add({"model": shape, "skipped": "time box reached before this model"})
             continue
         _run_shape(ctx, sec, shape, records, batch, (warmup, steps))
         sec.derived[shape] = _ratios(sec.rows, shape)
@@ -227,7 +227,7 @@ def llm_parity(ctx: Ctx, sec: Section) -> None:
             for key in ("loss", "lm_loss", "jepa_loss"):
                 a, b = float(ref[key]), float(out[key])
                 ok = abs(a - b) <= rtol * abs(a) + atol
-                sec.rows.append({"model": f"llm_jepa tiny {family}", "arm": arm, "term": key, "cpu_fp32": a,
+                sec.add({"model": f"llm_jepa tiny {family}", "arm": arm, "term": key, "cpu_fp32": a,
                                  "device": b, "rel_diff": rel_diff(a, b), "rtol": rtol, "atol": atol, "pass": ok})
                 sec.checks[f"llm_jepa {family} {arm} {key}"] = ok
 

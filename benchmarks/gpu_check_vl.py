@@ -198,7 +198,7 @@ def vl_parity(ctx: Ctx, sec: Section) -> None:
             got = float(dev(query=query, target=target, pixel_values=pixels.to(ctx.device))["loss"])
         rtol, atol = BF16_TOL if bf16 else FP32_TOL
         ok = abs(ref - got) <= rtol * abs(ref) + atol
-        sec.rows.append({"model": "vljepa tiny", "arm": arm, "term": "loss", "cpu_fp32": ref, "device": got,
+        sec.add({"model": "vljepa tiny", "arm": arm, "term": "loss", "cpu_fp32": ref, "device": got,
                          "rel_diff": rel_diff(ref, got), "rtol": rtol, "atol": atol, "pass": ok})
         sec.checks[f"vljepa {arm} loss"] = ok
 

@@ -54,23 +54,28 @@ def _pad(seqs: list[list[int]], length: int, pad: int) -> tuple[torch.Tensor, to
 
 
 def _step_fn(args, cfg, model, tok, collate, device):
+    from llm_jepa.collator import EncodedRecord
     from llm_jepa.modeling import jepa_forward
 
     if args.variant in ("reference", "in_context"):
         return lambda recs: jepa_forward(model, {k: v.to(device) for k, v in collate(recs).items()}, cfg)["loss"]
 
+    def encode(recs):  # chat records, or EncodedRecords encoded once beforehand (benchmarks/gpu_check_llm.py)
+        return [r if isinstance(r, EncodedRecord) else collate.encode(r) for r in recs]
+
     def plain(recs):
-        encs = [collate.encode(r) for r in recs]
+        encs = encode(recs)
         ids, mask = _pad([e.full_ids for e in encs], max(len(e.full_ids) for e in encs), tok.pad_token_id)
         labels, _ = _pad([e.labels for e in encs], ids.shape[1], -100)
         return model(input_ids=ids.to(device), attention_mask=mask.to(device), labels=labels.to(device)).loss
 
     def tripled(recs):  # reference layout: 3B rows padded to max_length, logits everywhere
-        encs = [collate.encode(r) for r in recs]
+        encs = encode(recs)
         B = len(encs)
+        length = cfg.data.max_length  # 512 by default, like the reference
         ids, mask = _pad([e.full_ids for e in encs] + [e.text_ids for e in encs] + [e.code_ids for e in encs],
-                         512, tok.pad_token_id)
-        labels, _ = _pad([e.labels for e in encs], 512, -100)
+                         length, tok.pad_token_id)
+        labels, _ = _pad([e.labels for e in encs], length, -100)
         out = model(input_ids=ids.to(device), attention_mask=mask.to(device), output_hidden_states=True)
         lm = F.cross_entropy(out.logits[:B, :-1].flatten(0, 1).float(), labels[:, 1:].flatten().to(device))
         h = out.hidden_states[-1]

@@ -17,15 +17,7 @@ from torch import nn
 from transformers import PreTrainedTokenizerBase
 
 from llm_jepa.config import LLMJepaConfig
-
-
-def _end_of_turn_ids(tok: PreTrainedTokenizerBase) -> list[int]:
-    ids = {tok.eos_token_id}
-    for name in ("<|eot_id|>", "<end_of_turn>", "<|im_end|>"):
-        tid = tok.convert_tokens_to_ids(name)
-        if tid is not None and tid != tok.unk_token_id and name in tok.get_vocab():
-            ids.add(tid)
-    return sorted(i for i in ids if i is not None)
+from llm_jepa.data import stop_token_ids
 
 
 def save_output(acc: Accelerator, module: nn.Module, tok: PreTrainedTokenizerBase, cfg: LLMJepaConfig,
@@ -47,7 +39,7 @@ def save_output(acc: Accelerator, module: nn.Module, tok: PreTrainedTokenizerBas
         shutil.rmtree(tmp)
     tmp.mkdir(parents=True)
     base = lm.get_base_model() if adapter_only else lm
-    base.generation_config.eos_token_id = _end_of_turn_ids(tok)
+    base.generation_config.eos_token_id = stop_token_ids(tok)
     base.generation_config.pad_token_id = tok.pad_token_id
     lm.save_pretrained(tmp, state_dict=state_dict if not cfg.lora.enabled else None)
     if adapter_only:

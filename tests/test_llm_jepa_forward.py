@@ -13,7 +13,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from llm_jepa.collator import FAMILY_OFFSETS, JepaCollator, predictor_tokens, strip_views
+from llm_jepa.collator import FAMILY_OFFSETS, JepaCollator, predictor_token_names, strip_views
 from llm_jepa.config import Distance, JepaMode, LLMJepaConfig, Padding
 from llm_jepa.data import InvalidRecords, RecordError, load_records
 from llm_jepa.losses import jepa_distance
@@ -31,11 +31,13 @@ def _one_thread():
     torch.set_num_threads(before)
 
 
-def _setup(family: str, k: int, corpus: list[str], attn: str = "sdpa"):
-    key = (family, k, attn)
+def _setup(family: str, k: int, corpus: list[str], attn: str = "sdpa", window: int | None = None,
+           compat: bool = False):
+    key = (family, k, attn, window, compat)
     if key not in _CACHE:
         cfg = LLMJepaConfig()
         cfg.model.tiny_family, cfg.model.attn_implementation, cfg.jepa.predictors = family, attn, k
+        cfg.model.tiny_sliding_window, cfg.jepa.paper_compat = window, compat
         model, tok = load_model_and_tokenizer(cfg, corpus)
         _CACHE[key] = (model.eval(), tok)
     return _CACHE[key]
@@ -123,16 +125,45 @@ def test_lambda_zero_is_the_models_own_lm_loss(family, synth_records, tokenizer_
     assert float(ours["jepa_loss"]) == 0.0
 
 
-def test_labels_cover_only_the_assistant_turn_and_its_end_token(synth_records, tokenizer_corpus):
-    _, tok = _setup("llama", 1, tokenizer_corpus)
-    cfg = _cfg("llama", 1, Padding.RIGHT, Distance.COSINE)
+@pytest.mark.parametrize("family,end", [("llama", "<|eot_id|>"), ("gemma", "<end_of_turn>"), ("qwen", "<|im_end|>")])
+def test_labels_cover_only_the_assistant_turn_and_its_end_token(family, end, synth_records, tokenizer_corpus):
+    _, tok = _setup(family, 1, tokenizer_corpus)
+    cfg = _cfg(family, 1, Padding.RIGHT, Distance.COSINE)
     enc = JepaCollator(tok, cfg).encode(synth_records[0])
     trained = [t for t in enc.labels if t != -100]
-    assert tok.decode(trained) == synth_records[0]["messages"][2]["content"] + "<|eot_id|>"
-    assert enc.full_ids.count(tok.bos_token_id) == 1  # single BOS
-    cfg.jepa.paper_compat = True  # reference quirk: every non-EOS token is a label
-    compat = JepaCollator(tok, cfg).encode(synth_records[0])
-    assert tok.eos_token_id not in compat.labels and len([t for t in compat.labels if t != -100]) > len(trained)
+    # Gemma / ChatML put a newline after the end-of-turn token: it is not trained
+    assert tok.decode(trained) == synth_records[0]["messages"][2]["content"] + end
+    assert enc.full_ids.count(tok.bos_token_id) <= 1  # single BOS (Qwen has none)
+
+
+@pytest.mark.parametrize("family", ["llama", "qwen"])
+def test_paper_compat_labels_drop_the_reference_pad_token(family, synth_records, tokenizer_corpus):
+    """The reference masks its pad token: pad = EOS for Llama 3 (EOS untrained), <|endoftext|> for Qwen
+    (so <|im_end|> IS trained there); every other token, system and user included, is a label."""
+    _, tok = _setup(family, 1, tokenizer_corpus, compat=True)
+    cfg = _cfg(family, 1, Padding.RIGHT, Distance.COSINE)
+    cfg.jepa.paper_compat = True
+    enc = JepaCollator(tok, cfg).encode(synth_records[0])
+    trained = [t for t in enc.labels if t != -100]
+    assert tok.pad_token_id not in trained and len(trained) == len(enc.full_ids) - enc.full_ids.count(tok.pad_token_id)
+    end = tok.convert_tokens_to_ids("<|eot_id|>" if family == "llama" else "<|im_end|>")
+    assert (end in trained) == (family == "qwen")
+
+
+@pytest.mark.parametrize("family", ["gemma", "gemma3", "qwen", "mistral"])
+@pytest.mark.parametrize("mode", list(JepaMode))
+def test_sliding_window_packing_equals_separate_passes(family, mode, synth_records, tokenizer_corpus):
+    """A window (6) shorter than every view: sliding layers must see only the window inside each segment."""
+    model, tok = _setup(family, 2, tokenizer_corpus, "eager" if family == "gemma" else "sdpa", window=6)
+    assert "sliding_attention" in (getattr(model.config, "layer_types", None) or ["sliding_attention"])
+    for padding in Padding:
+        cfg = _cfg(family, 2, padding, Distance.COSINE, mode=mode)
+        collate = JepaCollator(tok, cfg)
+        with torch.no_grad():
+            packed = jepa_forward(model, collate(synth_records[:3]), cfg)
+            ref = _separate(model, collate, synth_records[:3], cfg)
+        for key in ("lm_loss", "jepa_loss", "cos_sim"):
+            assert torch.allclose(packed[key], ref[key], atol=1e-5), (padding, key, packed[key], ref[key])
 
 
 @pytest.mark.parametrize("family", ["llama", "gemma", "gemma3", "qwen"])
@@ -142,7 +173,7 @@ def test_tracked_span_vs_reference_offsets(family, k, synth_records, tokenizer_c
     enc = JepaCollator(tok, _cfg(family, k, Padding.RIGHT, Distance.COSINE)).encode(synth_records[1])
     last = tok.convert_ids_to_tokens(enc.text_ids[enc.text_last])
     if k:
-        assert last == predictor_tokens(k)[-1]
+        assert last == predictor_token_names(tok, k)[-1]
     else:
         assert synth_records[1]["messages"][1]["content"].rstrip().endswith(tok.decode([enc.text_ids[enc.text_last]]))
     offset_idx = len(enc.text_ids) + FAMILY_OFFSETS["gemma" if family.startswith("gemma") else family]

@@ -16,6 +16,7 @@ gradient synchronisation).
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 
 import torch
 from torch import nn
@@ -291,6 +292,23 @@ def jepa_forward(model: nn.Module, batch: dict[str, torch.Tensor], cfg: LLMJepaC
     jepa_norm = out["n_pairs"].clamp(min=1) if jepa_norm is None else jepa_norm
     out["loss"] = combine(out["lm_sum"], lm_norm, jepa_sum, jepa_norm, cfg.jepa.gamma, cfg.jepa.lam)
     return out
+
+
+def step_norms(batches: list[dict], use_jepa: bool, cfg: LLMJepaConfig, reduce_sum: Callable | None = None,
+               world: int = 1, device: torch.device | str = "cpu") -> tuple:
+    """(lm_norm, jepa_norm) of one optimizer step for `jepa_forward`: the labelled tokens and view pairs of
+    all its micro-batches on all ranks (`reduce_sum` sums over ranks), divided by the ranks because DDP
+    averages gradients -> accumulation and processes give the big-batch gradient.
+
+    paper_compat: (None, None), i.e. each micro-batch's own means, divided by NEITHER the accumulation
+    steps nor anything else, like the reference (its JEPA arm skips the division the baseline gets)."""
+    if cfg.jepa.paper_compat:
+        return None, None
+    local = torch.tensor([sum(int((b["labels"][:, 1:] != -100).sum()) for b in batches),
+                          sum(b["input_ids"].shape[0] for b in batches) if use_jepa else 0],
+                         device=device, dtype=torch.float64)
+    total = (reduce_sum(local) if reduce_sum is not None and world > 1 else local) / world
+    return total[0].clamp(min=1).float(), total[1].clamp(min=1).float()
 
 
 class JepaModule(nn.Module):

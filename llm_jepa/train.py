@@ -35,7 +35,7 @@ from jepa_common.runtime import torchrun_on_cpu
 from llm_jepa.collator import EncodedRecord, JepaCollator, strip_views
 from llm_jepa.config import LLMJepaConfig, MixedPrecision
 from llm_jepa.data import InvalidRecords, RecordError, load_records
-from llm_jepa.modeling import JepaModule, apply_lora, load_model_and_tokenizer
+from llm_jepa.modeling import JepaModule, apply_lora, load_model_and_tokenizer, step_norms
 from llm_jepa.output import save_output
 
 log = logging.getLogger(__name__)
@@ -96,27 +96,13 @@ def total_steps(n: int, cfg: LLMJepaConfig, world: int) -> int:
     return cfg.train.epochs * math.ceil(micros / cfg.train.grad_accum)
 
 
-def _norms(batches: list[dict], use_jepa: bool, cfg: LLMJepaConfig, acc: Accelerator) -> tuple:
-    """Labelled tokens and pairs of the whole step over all ranks, divided by the number of ranks
-    (DDP averages gradients). paper_compat: per-micro-batch means, LM / accumulation, JEPA not."""
-    if cfg.jepa.paper_compat:
-        return None, None  # resolved per micro-batch in run_step
-    local = torch.tensor([sum(int((b["labels"][:, 1:] != -100).sum()) for b in batches),
-                          sum(b["input_ids"].shape[0] for b in batches) if use_jepa else 0],
-                         device=acc.device, dtype=torch.float64)
-    total = acc.reduce(local, reduction="sum") / acc.num_processes
-    return total[0].clamp(min=1).float(), total[1].clamp(min=1).float()
-
-
 def run_step(module, batches: list[dict], use_jepa: bool, cfg: LLMJepaConfig, acc: Accelerator) -> dict:
     """Forward/backward over the micro-batches of one optimizer step; returns summed log terms."""
-    lm_norm, jepa_norm = _norms(batches, use_jepa, cfg, acc)
+    lm_norm, jepa_norm = step_norms(batches, use_jepa, cfg, lambda t: acc.reduce(t, reduction="sum"),
+                                    acc.num_processes, acc.device)
     sums = {k: 0.0 for k in ("lm_sum", "n_tokens", "jepa_sum", "n_pairs", "cos_sum")}
     for i, batch in enumerate(batches):
         sync = contextlib.nullcontext() if i == len(batches) - 1 else acc.no_sync(module)
-        if cfg.jepa.paper_compat:
-            n_tok = int((batch["labels"][:, 1:] != -100).sum())
-            lm_norm, jepa_norm = max(n_tok, 1) * len(batches), batch["input_ids"].shape[0]
         batch = {k: v.to(acc.device) for k, v in batch.items()}
         with sync, acc.autocast():
             out = module(**batch, lm_norm=lm_norm, jepa_norm=jepa_norm, use_jepa=use_jepa)

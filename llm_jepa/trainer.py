@@ -21,7 +21,7 @@ from transformers import PreTrainedTokenizerBase, Trainer, TrainingArguments
 
 from llm_jepa.collator import JepaCollator, strip_views
 from llm_jepa.config import LLMJepaConfig
-from llm_jepa.modeling import JepaModule
+from llm_jepa.modeling import JepaModule, step_norms
 
 
 class JepaTrainer(Trainer):
@@ -47,19 +47,14 @@ class JepaTrainer(Trainer):
         use = self.cfg.jepa.lam != 0.0 and float(torch.rand((), generator=self._jepa_gen)) >= self.cfg.jepa.dropout
         if not use and self.cfg.jepa.lam != 0.0:
             batches = [strip_views(b) for b in batches]
-        local = torch.tensor([sum(int((b["labels"][:, 1:] != -100).sum()) for b in batches),
-                              sum(b["input_ids"].shape[0] for b in batches) if use else 0],
-                             device=device, dtype=torch.float64)
-        world = self.accelerator.num_processes
-        if world > 1:
-            local = self.accelerator.reduce(local, reduction="sum")
-        local = local / world  # DDP averages gradients over ranks
-        self._window = (local[0].clamp(min=1).float(), local[1].clamp(min=1).float(), use)
-        return batches, self._window[0]
+        lm_norm, jepa_norm = step_norms(batches, use, self.cfg, lambda t: self.accelerator.reduce(t, reduction="sum"),
+                                        self.accelerator.num_processes, device)
+        self._window = (lm_norm, jepa_norm, use)
+        return batches, lm_norm
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         lm_norm, jepa_norm, use = self._window
-        if not model.training or lm_norm is None:  # evaluation: this batch's own means
+        if not model.training:  # evaluation: this batch's own means
             lm_norm, jepa_norm, use = None, None, True
         out = model(**inputs, lm_norm=lm_norm, jepa_norm=jepa_norm, use_jepa=use)
         if model.training:

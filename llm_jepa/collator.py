@@ -21,6 +21,7 @@ end-of-turn token only (or, with `paper_compat`, every token but the pad token, 
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 
 import torch
@@ -29,6 +30,7 @@ from transformers import PreTrainedTokenizerBase
 from llm_jepa.config import JepaMode, LLMJepaConfig, Padding
 from llm_jepa.data import (
     TEMPLATE_KWARGS,
+    InvalidRecords,
     RecordError,
     encode_with_span,
     family_of,
@@ -38,6 +40,8 @@ from llm_jepa.data import (
     validate_record,
     view_contents,
 )
+
+log = logging.getLogger(__name__)
 
 # The reference's per-family offset from the end of an unpadded view to its "last token".
 FAMILY_OFFSETS = {"llama": -2, "gemma": -2, "qwen": -3, "olmo": -1, "openelm": -4}
@@ -246,3 +250,20 @@ def strip_views(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
             out[key][b, :n] = batch[key][b, idx]
         out["attention_mask"][b, 0, :n, :n] = batch["attention_mask"][b, 0][idx][:, idx]
     return {k: v.to(batch["input_ids"].device) for k, v in out.items()}
+
+
+def encode_records(collate: JepaCollator, records: list[dict], on_invalid: InvalidRecords) -> list[EncodedRecord]:
+    """Tokenize every record once; over-long ones raise or are skipped (counted, logged)."""
+    out, skipped = [], 0
+    for i, rec in enumerate(records):
+        try:
+            out.append(collate.encode(rec))
+        except RecordError as e:
+            if on_invalid is InvalidRecords.ERROR:
+                raise RecordError(f"record {i}: {e}") from None
+            skipped += 1
+    if skipped:
+        log.warning("skipped %d record(s) longer than data.max_length or malformed", skipped)
+    if not out:
+        raise RecordError("no usable training records left; check data.train and data.max_length")
+    return out

@@ -50,8 +50,7 @@ def load_model_and_tokenizer(cfg: LLMJepaConfig, corpus: list[str] | None = None
     ensure_pad_token(model, tok, reference=cfg.jepa.paper_compat)
     add_predictor_tokens(model, tok, cfg.jepa.predictors, distinct=not cfg.jepa.paper_compat, seed=cfg.train.seed)
     if m.gradient_checkpointing:
-        model.gradient_checkpointing_enable()
-        model.config.use_cache = False
+        enable_checkpointing(model)
     return model, tok
 
 
@@ -314,6 +313,8 @@ def step_norms(batches: list[dict], use_jepa: bool, cfg: LLMJepaConfig, reduce_s
 class JepaModule(nn.Module):
     """`nn.Module` around a causal LM whose forward is `jepa_forward` (so DDP/FSDP see it)."""
 
+    _keys_to_ignore_on_save = None  # read by Trainer after loading a checkpoint into the inner LM
+
     def __init__(self, lm: nn.Module, cfg: LLMJepaConfig) -> None:
         super().__init__()
         self.lm, self.cfg = lm, cfg
@@ -330,3 +331,23 @@ class JepaModule(nn.Module):
         if text_index is not None:
             batch.update(text_index=text_index, code_index=code_index)
         return jepa_forward(self.lm, batch, self.cfg, lm_norm=lm_norm, jepa_norm=jepa_norm, use_jepa=use_jepa)
+
+    def activation_checkpointing_enable(self, activation_checkpointing_kwargs: dict | None = None, **kw) -> None:
+        """What `Trainer(gradient_checkpointing=True)` calls: checkpoint the inner LM's layers."""
+        enable_checkpointing(self.lm, activation_checkpointing_kwargs, **kw)
+
+    def gradient_checkpointing_enable(self, gradient_checkpointing_kwargs: dict | None = None, **kw) -> None:
+        enable_checkpointing(self.lm, gradient_checkpointing_kwargs, **kw)
+
+
+def enable_checkpointing(lm: nn.Module, kwargs: dict | None = None, **extra) -> None:
+    """Activation checkpointing of a causal LM or peft model (inputs require grad under peft, no KV cache)."""
+    base = unwrap_lm(lm)
+    kwargs = kwargs or {"use_reentrant": False}
+    if hasattr(base, "activation_checkpointing_enable"):  # transformers >= 5.x
+        base.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs, **extra)
+    else:
+        base.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
+    base.config.use_cache = False
+    if base is not lm:
+        lm.enable_input_require_grads()

@@ -32,7 +32,7 @@ from transformers import get_scheduler
 from jepa_common.config import save_config
 from jepa_common.io import atomic_write_json, atomic_write_text, run_metadata
 from jepa_common.runtime import torchrun_on_cpu
-from llm_jepa.collator import EncodedRecord, JepaCollator, strip_views
+from llm_jepa.collator import JepaCollator, encode_records, strip_views
 from llm_jepa.config import LLMJepaConfig, MixedPrecision
 from llm_jepa.data import InvalidRecords, RecordError, load_records
 from llm_jepa.modeling import JepaModule, apply_lora, load_model_and_tokenizer, step_norms
@@ -54,23 +54,6 @@ class TrainState:
     def load_state_dict(self, state: dict) -> None:
         self.step = int(state["step"])
         self.jepa_gen.set_state(state["jepa_gen"])
-
-
-def encode_records(collate: JepaCollator, records: list[dict], on_invalid: InvalidRecords) -> list[EncodedRecord]:
-    """Tokenize every record once; over-long ones raise or are skipped (counted, logged)."""
-    out, skipped = [], 0
-    for i, rec in enumerate(tqdm(records, desc="encode", leave=False, disable=len(records) < 2000)):
-        try:
-            out.append(collate.encode(rec))
-        except RecordError as e:
-            if on_invalid is InvalidRecords.ERROR:
-                raise RecordError(f"record {i}: {e}") from None
-            skipped += 1
-    if skipped:
-        log.warning("skipped %d record(s) longer than data.max_length or malformed", skipped)
-    if not out:
-        raise RecordError("no usable training records left; check data.train and data.max_length")
-    return out
 
 
 def step_windows(n: int, cfg: LLMJepaConfig, world: int, rank: int, step: int) -> list[list[int]]:

@@ -41,19 +41,23 @@ from llm_jepa.output import save_output
 log = logging.getLogger(__name__)
 
 
+STATE_FILE = "train_state.json"
+
+
 class TrainState:
-    """Step counter and the JEPA-dropout generator, saved with `accelerator.save_state`."""
+    """Step counter and the JEPA-dropout generator, written as JSON next to `accelerator.save_state`'s files
+    (never pickled: a checkpoint's own state loads without `weights_only=False`)."""
 
     def __init__(self, seed: int) -> None:
         self.step = 0
         self.jepa_gen = torch.Generator().manual_seed(seed + 1)  # same seed on every rank
 
-    def state_dict(self) -> dict:
-        return {"step": self.step, "jepa_gen": self.jepa_gen.get_state()}
+    def to_json(self) -> dict:
+        return {"step": self.step, "jepa_gen": self.jepa_gen.get_state().tolist()}
 
-    def load_state_dict(self, state: dict) -> None:
+    def load_json(self, state: dict) -> None:
         self.step = int(state["step"])
-        self.jepa_gen.set_state(state["jepa_gen"])
+        self.jepa_gen.set_state(torch.tensor(state["jepa_gen"], dtype=torch.uint8))
 
 
 def step_windows(n: int, cfg: LLMJepaConfig, world: int, rank: int, step: int) -> list[list[int]]:
@@ -103,15 +107,16 @@ def _reduce_logs(sums: dict, acc: Accelerator) -> dict:
             "cos_sim": s["cos_sum"] / max(s["n_pairs"], 1), "jepa_on": s["n_pairs"] > 0}
 
 
-def _save_checkpoint(acc: Accelerator, ckpt_root: Path, step: int) -> None:
-    """save_state into a temp folder, rename it into place, then repoint `last` (atomic)."""
-    tmp, final = ckpt_root / f".tmp-step-{step}", ckpt_root / f"step-{step}"
+def _save_checkpoint(acc: Accelerator, ckpt_root: Path, state: TrainState) -> None:
+    """save_state + train_state.json into a temp folder, rename it into place, then repoint `last` (atomic)."""
+    tmp, final = ckpt_root / f".tmp-step-{state.step}", ckpt_root / f"step-{state.step}"
     if acc.is_main_process and tmp.exists():
         shutil.rmtree(tmp)
     acc.wait_for_everyone()
     acc.save_state(str(tmp))
     acc.wait_for_everyone()
     if acc.is_main_process:
+        atomic_write_json(tmp / STATE_FILE, state.to_json())
         if final.exists():
             shutil.rmtree(final)
         os.replace(tmp, final)
@@ -120,10 +125,20 @@ def _save_checkpoint(acc: Accelerator, ckpt_root: Path, step: int) -> None:
 
 
 def _truncate_log(path: Path, step: int, acc: Accelerator) -> None:
-    """Drop log lines written after the checkpoint we resume from (the killed run's tail)."""
-    if acc.is_main_process and path.is_file():
-        keep = [ln for ln in path.read_text().splitlines() if ln and json.loads(ln)["step"] <= step]
-        atomic_write_text(path, "".join(ln + "\n" for ln in keep))
+    """Keep one line per step up to the checkpoint we resume from (0: a fresh run keeps none). Lines written
+    after it, a torn last line (killed mid-write) and repeated steps are dropped, so a resumed run never
+    duplicates or chokes on a row."""
+    if not (acc.is_main_process and path.is_file()):
+        return
+    rows: dict[int, str] = {}
+    for line in path.read_text().splitlines():
+        try:
+            row_step = int(json.loads(line)["step"])
+        except (json.JSONDecodeError, KeyError, TypeError, ValueError):
+            continue  # a half-written line
+        if row_step <= step:
+            rows.setdefault(row_step, line)
+    atomic_write_text(path, "".join(rows[k] + "\n" for k in sorted(rows)))
 
 
 def _setup(cfg: LLMJepaConfig, acc: Accelerator):
@@ -157,12 +172,13 @@ def train(cfg: LLMJepaConfig, on_step: Callable[[int, dict], None] | None = None
                           num_training_steps=steps)
     module, opt, sched = acc.prepare(module, opt, sched)
     state = TrainState(cfg.train.seed)
-    acc.register_for_checkpointing(state)
     ckpt_root = out_dir / "checkpoints"
     if cfg.train.resume and (ckpt_root / "last").is_file():
-        acc.load_state(str(ckpt_root / (ckpt_root / "last").read_text().strip()))
+        ckpt = ckpt_root / (ckpt_root / "last").read_text().strip()
+        acc.load_state(str(ckpt))
+        state.load_json(json.loads((ckpt / STATE_FILE).read_text()))
         log.info("resumed from step %d", state.step)
-        _truncate_log(out_dir / "metrics.jsonl", state.step, acc)
+    _truncate_log(out_dir / "metrics.jsonl", state.step, acc)
     if acc.is_main_process:
         save_config(cfg, out_dir / "config.yaml")
         atomic_write_json(out_dir / "run_metadata.json", run_metadata())
@@ -202,7 +218,7 @@ def _train_loop(cfg, acc, module, opt, sched, params, state, collate, encoded, s
         bar.update(1)
         bar.set_postfix(lm=f"{metrics['lm_loss']:.3f}", jepa=f"{metrics['jepa_loss']:.3f}")
         if cfg.train.save_every and state.step % cfg.train.save_every == 0 and state.step < steps:
-            _save_checkpoint(acc, Path(cfg.train.output_dir) / "checkpoints", state.step)
+            _save_checkpoint(acc, Path(cfg.train.output_dir) / "checkpoints", state)
         if on_step is not None:
             on_step(state.step, metrics)
     bar.close()

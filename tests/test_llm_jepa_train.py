@@ -186,7 +186,12 @@ def test_resume_after_crash_reaches_the_same_loss(tmp_path):
     cfg = _tiny_cfg(tmp_path / "b", **over)
     with pytest.raises(KeyboardInterrupt):
         train(cfg, on_step=crash)
-    assert (tmp_path / "b" / "run" / "checkpoints" / "last").read_text() == "step-4"
+    ckpt = tmp_path / "b" / "run" / "checkpoints"
+    assert (ckpt / "last").read_text() == "step-4"
+    assert json.loads((ckpt / "step-4" / "train_state.json").read_text())["step"] == 4  # our state: JSON
+    assert not list((ckpt / "step-4").glob("custom_checkpoint_*"))  # no pickled custom state
+    with open(tmp_path / "b" / "run" / "metrics.jsonl", "a") as f:
+        f.write('{"loss": 1.0, "st')  # killed mid-write: a torn last line
     resumed = train(cfg)
     for key in ("loss", "lm_loss", "jepa_loss", "cos_sim"):
         assert resumed[key] == pytest.approx(reference[key], rel=1e-5, abs=1e-6), key

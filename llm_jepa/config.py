@@ -91,7 +91,7 @@ class LoraSection:
     dropout: float = 0.05
     target_modules: list[str] = field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj",
                                                                "gate_proj", "up_proj", "down_proj"])
-    merge: bool = False  # write a merged full checkpoint instead of the adapter
+    merge: bool = True  # final/ = merged full checkpoint; false: adapter/ only (LoRA + predictor rows)
 
 
 @dataclass

@@ -141,10 +141,23 @@ def _truncate_log(path: Path, step: int, acc: Accelerator) -> None:
     atomic_write_text(path, "".join(rows[k] + "\n" for k in sorted(rows)))
 
 
+def _save_tiny_base(model, tok, folder: Path, acc: Accelerator) -> None:
+    """A tiny model exists nowhere else: save it (as built, with pad/predictor rows) so that the adapter
+    can name it as its base checkpoint."""
+    if acc.is_main_process:
+        model.save_pretrained(folder)
+        tok.save_pretrained(folder)
+    acc.wait_for_everyone()
+    model.config._name_or_path = model.name_or_path = str(folder.resolve())  # peft: base_model_name_or_path
+    model._jepa_base_rows = model.get_input_embeddings().weight.shape[0]
+
+
 def _setup(cfg: LLMJepaConfig, acc: Accelerator):
     records = load_records(cfg.data.train, cfg.data.split, on_invalid=cfg.data.on_invalid, limit=cfg.data.limit)
     corpus = [m["content"] for r in records for m in r["messages"]] if cfg.model.name_or_path == "tiny" else None
     model, tok = load_model_and_tokenizer(cfg, corpus)
+    if cfg.lora.enabled and not cfg.lora.merge and cfg.model.name_or_path == "tiny":
+        _save_tiny_base(model, tok, Path(cfg.train.output_dir) / "base", acc)
     if cfg.lora.enabled:
         model = apply_lora(model, tok, cfg)
     collate = JepaCollator(tok, cfg)

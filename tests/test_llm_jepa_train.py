@@ -235,3 +235,31 @@ def test_cli_train_with_overrides_and_a_bad_key(tmp_path, capsys):
     with pytest.raises(SystemExit):
         main(["train", "--config", "recipes/llm_jepa/tiny_cpu.yaml", "--set", "jepa.lamda=1"])
     assert "lamda" in capsys.readouterr().err
+
+
+def test_lora_adapter_end_to_end_eval_and_pipeline(tmp_path):
+    """LoRA + trainable predictor rows -> adapter/ (no embedding matrix) -> `llm-jepa eval` and
+    `pipeline("text-generation")` both load it, and agree with AutoPeftModelForCausalLM."""
+    from peft import AutoPeftModelForCausalLM
+    from safetensors import safe_open
+
+    from llm_jepa.cli import main
+
+    cfg = _tiny_cfg(tmp_path, train__max_steps=2, lora__enabled=True, lora__merge=False, lora__r=4)
+    cfg.lora.target_modules = ["q_proj", "v_proj"]
+    adapter = train(cfg)["output"]
+    assert adapter.endswith("adapter")
+    with safe_open(f"{adapter}/adapter_model.safetensors", "pt") as f:
+        keys = list(f.keys())
+        assert not any(k.endswith("embed_tokens.weight") or k.endswith("lm_head.weight") for k in keys), keys
+        assert any("trainable_tokens" in k for k in keys)  # the predictor rows travel with the adapter
+    out = tmp_path / "eval"
+    assert main(["eval", "--checkpoint", adapter, "--task", "synth", "--data", "synth_test", "--limit", "3",
+                 "--out", str(out), "--max-new-tokens", "4"]) == 0
+    assert json.loads((out / "summary.json").read_text())["n_records"] == 3
+    gen = pipeline("text-generation", model=adapter)
+    assert gen([{"role": "user", "content": "a dog"}], max_new_tokens=2, do_sample=False)[0]["generated_text"]
+    peft_model = AutoPeftModelForCausalLM.from_pretrained(adapter).eval()
+    ids = torch.tensor([[1, 5, 9, 12]])
+    with torch.no_grad():
+        assert torch.allclose(gen.model(ids).logits, peft_model(ids).logits, atol=1e-5)

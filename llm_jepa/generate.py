@@ -21,8 +21,8 @@ import torch
 from tqdm.auto import tqdm
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
-from llm_jepa.modeling import embedding_rows
 from llm_jepa.data import render_prompt, stop_token_ids  # noqa: F401  (re-exported)
+from llm_jepa.modeling import embedding_rows
 
 # A reasoning template's (empty or not) thinking block before the answer: never part of the answer scored.
 _THINK = re.compile(r"^\s*<think>.*?</think>\s*", re.S)

@@ -23,7 +23,7 @@ from torch import nn
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
 from jepa_common.tiny import tiny_causal_lm, tiny_tokenizer
-from llm_jepa.collator import predictor_token_names
+from llm_jepa.collator import RESERVED_PATTERNS, predictor_token_names
 from llm_jepa.config import LLMJepaConfig, MixedPrecision
 from llm_jepa.losses import combine, jepa_distance, lm_loss_sum
 
@@ -65,15 +65,31 @@ def ensure_pad_token(model: PreTrainedModel, tok: PreTrainedTokenizerBase, refer
         if tok.pad_token is None:
             tok.pad_token = tok.eos_token
     elif tok.pad_token is None or tok.pad_token_id == tok.eos_token_id:
-        reserved = "<|finetune_right_pad_id|>"  # Llama-3.1/3.2 ship this unused token
-        if reserved in tok.get_vocab():
+        reserved = reserved_pad_token(tok)
+        if reserved is not None:
             tok.pad_token = reserved
         else:
             tok.add_special_tokens({"pad_token": "<|pad|>"})
-    _fit_embeddings(model, len(tok))
+    _fit_embeddings(model, tok.pad_token_id + 1)  # not len(tok): Gemma 3's tokenizer lists an image token past
+    # the text model's 262144 rows
     model.config.pad_token_id = tok.pad_token_id
     if model.generation_config is not None:
         model.generation_config.pad_token_id = tok.pad_token_id
+
+
+def reserved_pad_token(tok: PreTrainedTokenizerBase) -> str | None:
+    """An unused token of the vocabulary to pad with: Llama 3.1+'s `<|finetune_right_pad_id|>`, else the
+    highest-numbered reserved token (Llama 3: `<|reserved_special_token_250|>`; predictors take the lowest)."""
+    vocab = tok.get_vocab()
+    if "<|finetune_right_pad_id|>" in vocab:
+        return "<|finetune_right_pad_id|>"
+    for pattern in RESERVED_PATTERNS:
+        head, tail = pattern.split("{}")
+        numbers = [int(t[len(head):-len(tail)]) for t in vocab
+                   if t.startswith(head) and t.endswith(tail) and t[len(head):-len(tail)].isdigit()]
+        if numbers:
+            return pattern.format(max(numbers))
+    return None
 
 
 def _fit_embeddings(model: PreTrainedModel, n_tokens: int) -> None:
@@ -107,7 +123,7 @@ def add_predictor_tokens(model: PreTrainedModel, tok: PreTrainedTokenizerBase, k
     if not all(n in tok.get_vocab() for n in names):
         tok.add_special_tokens({"additional_special_tokens": names}, replace_extra_special_tokens=False)
     ids = tok.convert_tokens_to_ids(names)
-    _fit_embeddings(model, max(len(tok), max(ids) + 1))
+    _fit_embeddings(model, max(ids) + 1)
     emb = model.get_input_embeddings().weight
     with torch.no_grad():
         keep = torch.ones(min(len(tok), emb.shape[0]), dtype=torch.bool)

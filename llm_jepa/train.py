@@ -34,7 +34,7 @@ from jepa_common.io import atomic_write_json, atomic_write_text, run_metadata
 from jepa_common.runtime import torchrun_on_cpu
 from llm_jepa.collator import JepaCollator, encode_records, strip_views
 from llm_jepa.config import LLMJepaConfig, MixedPrecision
-from llm_jepa.data import InvalidRecords, RecordError, load_records
+from llm_jepa.data import load_records
 from llm_jepa.modeling import JepaModule, apply_lora, load_model_and_tokenizer, step_norms
 from llm_jepa.output import save_output
 

@@ -11,12 +11,11 @@ import json
 
 import pytest
 import torch
-import torch.nn.functional as F
+from jepa_reference import separate_passes  # tests/ helper
 
 from llm_jepa.collator import FAMILY_OFFSETS, JepaCollator, predictor_token_names, strip_views
 from llm_jepa.config import Distance, JepaMode, LLMJepaConfig, Padding
 from llm_jepa.data import InvalidRecords, RecordError, load_records
-from llm_jepa.losses import jepa_distance
 from llm_jepa.modeling import jepa_forward, load_model_and_tokenizer
 
 _CACHE: dict = {}
@@ -50,28 +49,6 @@ def _cfg(family, k, padding, distance, mode=JepaMode.REFERENCE, lam=1.0) -> LLMJ
     return cfg
 
 
-def _separate(model, collate: JepaCollator, records: list[dict], cfg: LLMJepaConfig) -> dict:
-    """The three-pass definition: each view of each record run alone, no padding, no packing."""
-    lm_sum, n_tok, preds, targets = 0.0, 0, [], []
-    decoder = model.get_decoder()
-    for rec in records:
-        enc = collate.encode(rec)
-        ids = torch.tensor([enc.full_ids])
-        logits = model(ids).logits[0, :-1]  # (T-1, V)
-        labels = torch.tensor(enc.labels[1:])
-        keep = labels != -100
-        lm_sum += F.cross_entropy(logits[keep], labels[keep], reduction="sum")
-        n_tok += int(keep.sum())
-        if cfg.jepa.mode is JepaMode.REFERENCE:
-            preds.append(decoder(torch.tensor([enc.text_ids])).last_hidden_state[0, enc.text_last])
-        else:  # conversation up to the end of the user turn, then the predictor tokens
-            ctx = enc.full_ids[: enc.text_end + 1] + collate.pred_ids
-            preds.append(decoder(torch.tensor([ctx])).last_hidden_state[0, -1])
-        targets.append(decoder(torch.tensor([enc.code_ids])).last_hidden_state[0, enc.code_last])
-    j = jepa_distance(torch.stack(preds), torch.stack(targets), cfg.jepa.distance, cfg.jepa.temperature)
-    return {"lm_loss": lm_sum / n_tok, "jepa_loss": j["jepa_loss"], "cos_sim": j["cos_sim"]}
-
-
 @pytest.mark.parametrize("family,attn", [("llama", "sdpa"), ("llama", "eager"), ("gemma", "eager")])
 @pytest.mark.parametrize("padding", list(Padding))
 @pytest.mark.parametrize("k", [0, 2])
@@ -83,7 +60,7 @@ def test_reference_packing_equals_three_passes(family, attn, padding, k, synth_r
         collate = JepaCollator(tok, cfg)
         with torch.no_grad():
             packed = jepa_forward(model, collate(records), cfg)
-            ref = _separate(model, collate, records, cfg)
+            ref = separate_passes(model, collate, records, cfg)
         for key in ("lm_loss", "jepa_loss", "cos_sim"):
             assert torch.allclose(packed[key], ref[key], atol=1e-5), (distance, key, packed[key], ref[key])
         expected = cfg.jepa.gamma * ref["lm_loss"] + cfg.jepa.lam * ref["jepa_loss"]
@@ -98,7 +75,7 @@ def test_in_context_equals_separate_prefix_pass(padding, k, synth_records, token
     collate = JepaCollator(tok, cfg)
     with torch.no_grad():
         packed = jepa_forward(model, collate(synth_records[:4]), cfg)
-        ref = _separate(model, collate, synth_records[:4], cfg)
+        ref = separate_passes(model, collate, synth_records[:4], cfg)
     for key in ("lm_loss", "jepa_loss", "cos_sim"):
         assert torch.allclose(packed[key], ref[key], atol=1e-5), key
 
@@ -161,7 +138,7 @@ def test_sliding_window_packing_equals_separate_passes(family, mode, synth_recor
         collate = JepaCollator(tok, cfg)
         with torch.no_grad():
             packed = jepa_forward(model, collate(synth_records[:3]), cfg)
-            ref = _separate(model, collate, synth_records[:3], cfg)
+            ref = separate_passes(model, collate, synth_records[:3], cfg)
         for key in ("lm_loss", "jepa_loss", "cos_sim"):
             assert torch.allclose(packed[key], ref[key], atol=1e-5), (padding, key, packed[key], ref[key])
 

@@ -181,8 +181,11 @@ def train(cfg: LLMJepaConfig, on_step: Callable[[int, dict], None] | None = None
     params = [p for p in module.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=cfg.train.lr, weight_decay=cfg.train.weight_decay)
     steps = total_steps(len(encoded), cfg, acc.num_processes)
-    sched = get_scheduler(cfg.train.schedule.value, opt, num_warmup_steps=int(cfg.train.warmup_ratio * steps),
-                          num_training_steps=steps)
+    # accelerate's prepared scheduler steps once per process per optimizer step (split_batches=False), so its
+    # length is counted in process-steps: without the factor, 2 processes ran the schedule twice as fast
+    ticks = acc.num_processes
+    sched = get_scheduler(cfg.train.schedule.value, opt, num_warmup_steps=int(cfg.train.warmup_ratio * steps) * ticks,
+                          num_training_steps=steps * ticks)
     module, opt, sched = acc.prepare(module, opt, sched)
     state = TrainState(cfg.train.seed)
     ckpt_root = out_dir / "checkpoints"

@@ -60,16 +60,17 @@ SCRIPT = textwrap.dedent("""
 """)
 
 
-def _launch(script, variant: str, out, world: int) -> None:
+def _launch(script, variant: str, out, world: int, args: list[str] | None = None) -> None:
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
+    args = args if args is not None else [variant, str(out)]
     if world == 1:
-        cmd = [sys.executable, str(script), variant, str(out)]
+        cmd = [sys.executable, str(script), *args]
         for key in ("WORLD_SIZE", "RANK", "LOCAL_RANK"):
             env.pop(key, None)
     else:
         torchrun = shutil.which("torchrun", path=os.path.dirname(sys.executable))
         assert torchrun, "torchrun not found next to the Python interpreter"
-        cmd = [torchrun, "--nproc_per_node", str(world), "--master_port", "29517", str(script), variant, str(out)]
+        cmd = [torchrun, "--nproc_per_node", str(world), "--master_port", "29517", str(script), *args]
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
 
@@ -87,3 +88,86 @@ def test_two_processes_of_batch_4_equal_one_of_batch_8(variant, tmp_path):
     assert torch.allclose(w0, single, atol=1e-5, rtol=1e-4), float((w0 - single).abs().max())
     if variant != "trainer":
         assert (tmp_path / "run2" / "final" / "config.json").is_file()
+
+
+FSDP_SCRIPT = textwrap.dedent("""
+    import os, sys, torch
+    torch.set_num_threads(1)
+    import torch.distributed as dist
+    from llm_jepa.collator import JepaCollator
+    from llm_jepa.config import LLMJepaConfig
+    from llm_jepa.data import load_records
+    from llm_jepa.modeling import JepaModule, load_model_and_tokenizer, step_norms
+    out, world = sys.argv[1], int(os.environ.get("WORLD_SIZE", "1"))
+    cfg = LLMJepaConfig()
+    cfg.jepa.predictors = 1
+    records = load_records("synth_train", limit=8)
+    model, tok = load_model_and_tokenizer(cfg, [m["content"] for r in records for m in r["messages"]])
+    module, rank, reduce = JepaModule(model, cfg), 0, None
+    if world > 1:  # what accelerate's fsdp_version 2 does on GPUs: fully_shard each decoder layer, then the root
+        from torch.distributed.device_mesh import init_device_mesh
+        from torch.distributed.fsdp import fully_shard
+        dist.init_process_group("gloo")
+        rank, mesh = dist.get_rank(), init_device_mesh("cpu", (world,))
+        for layer in model.model.layers:
+            fully_shard(layer, mesh=mesh)
+        fully_shard(module, mesh=mesh)
+
+        def reduce(t):
+            dist.all_reduce(t)
+            return t
+    per = 8 // world
+    batch = JepaCollator(tok, cfg)(records[rank * per:(rank + 1) * per])
+    lm_norm, jepa_norm = step_norms([batch], True, cfg, reduce, world)
+    module(**batch, lm_norm=lm_norm, jepa_norm=jepa_norm)["loss"].backward()
+    with torch.no_grad():  # one SGD step, lr 1 (the gradients are averaged over the shards' ranks)
+        for p in module.parameters():
+            p -= p.grad
+    full = [p.full_tensor() if hasattr(p, "full_tensor") else p for p in module.parameters()]
+    if rank == 0:
+        torch.save(torch.cat([p.detach().flatten() for p in full]), f"{out}/fsdp_world{world}.pt")
+    if world > 1:
+        dist.destroy_process_group()
+""")
+
+
+@pytest.mark.multiproc
+def test_fsdp2_sharded_step_equals_one_process(tmp_path):
+    """Accelerate cannot run FSDP on a CPU (1.15: DistributedType.FSDP is set for GPU-like devices only; on
+    MULTI_CPU the plugin is ignored and the model is wrapped in DDP), so this runs torch's FSDP2
+    `fully_shard` (the engine of recipes/accelerate/fsdp.yaml) on gloo: the sharded JepaModule's step on
+    2 x batch 4 equals one process on batch 8."""
+    script = tmp_path / "fsdp_step.py"
+    script.write_text(FSDP_SCRIPT)
+    for world in (2, 1):
+        _launch(script, "fsdp", tmp_path, world, args=[str(tmp_path)])
+    sharded, single = torch.load(tmp_path / "fsdp_world2.pt"), torch.load(tmp_path / "fsdp_world1.pt")
+    assert torch.allclose(sharded, single, atol=1e-5, rtol=1e-4), float((sharded - single).abs().max())
+
+
+def test_fsdp_recipe_builds_a_plugin_whose_layer_classes_exist():
+    """recipes/accelerate/fsdp.yaml as far as a CPU goes: its fsdp_config builds accelerate's plugin and
+    every decoder-layer class it wraps is a transformers class."""
+    import transformers
+    import yaml
+    from accelerate.utils import FullyShardedDataParallelPlugin
+
+    fsdp = yaml.safe_load(open("recipes/accelerate/fsdp.yaml"))["fsdp_config"]
+    names = fsdp["fsdp_transformer_layer_cls_to_wrap"].split(",")
+    assert {"LlamaDecoderLayer", "Gemma3DecoderLayer", "Qwen3DecoderLayer"} <= set(names)
+    assert all(hasattr(transformers, n) or _layer_class(n) for n in names), names
+    plugin = FullyShardedDataParallelPlugin(
+        fsdp_version=fsdp["fsdp_version"], auto_wrap_policy=fsdp["fsdp_auto_wrap_policy"].lower(),
+        transformer_cls_names_to_wrap=names, state_dict_type=fsdp["fsdp_state_dict_type"],
+        reshard_after_forward=fsdp["fsdp_reshard_after_forward"],
+        cpu_ram_efficient_loading=fsdp["fsdp_cpu_ram_efficient_loading"])
+    assert plugin.fsdp_version == 2 and plugin.transformer_cls_names_to_wrap == names
+
+
+def _layer_class(name: str) -> bool:
+    import importlib
+
+    family = {"Llama": "llama", "Gemma2": "gemma2", "Gemma3": "gemma3", "Qwen2": "qwen2", "Qwen3": "qwen3",
+              "Mistral": "mistral"}[name.removesuffix("DecoderLayer")]
+    module = importlib.import_module(f"transformers.models.{family}.modeling_{family}")
+    return hasattr(module, name)

@@ -61,7 +61,7 @@ class JepaSFTTrainer(JepaTrainerMixin, SFTTrainer):
         model._jepa_base_rows = unwrap_lm(model).get_input_embeddings().weight.shape[0]
         args.remove_unused_columns = False  # records are not model-forward columns
         args.dataset_kwargs = {**(args.dataset_kwargs or {}), "skip_prepare_dataset": True}
-        self._jepa_setup(jepa, args.seed)
+        self._jepa_setup(jepa, args)
         collate = JepaCollator(tok, jepa)
         super().__init__(model=model, args=args, data_collator=collate, train_dataset=train_dataset,
                          eval_dataset=eval_dataset, processing_class=tok, callbacks=callbacks,

@@ -35,6 +35,7 @@ from jepa_common.runtime import torchrun_on_cpu
 from llm_jepa.collator import JepaCollator, encode_records, strip_views
 from llm_jepa.config import LLMJepaConfig, MixedPrecision
 from llm_jepa.data import load_records
+from llm_jepa.losses import infonce_scope_warning
 from llm_jepa.modeling import JepaModule, apply_lora, load_model_and_tokenizer, step_norms
 from llm_jepa.output import save_output
 
@@ -174,6 +175,9 @@ def train(cfg: LLMJepaConfig, on_step: Callable[[int, dict], None] | None = None
     acc = Accelerator(cpu=cpu_ddp, mixed_precision="no" if pure_bf16 else cfg.train.mixed_precision.value,
                       log_with=list(cfg.train.report_to) or None, project_dir=str(out_dir))
     set_seed(cfg.train.seed)
+    note = infonce_scope_warning(cfg.jepa.distance, cfg.train.grad_accum, acc.num_processes)
+    if note:
+        log.warning(note)
     model, tok, collate, encoded = _setup(cfg, acc)
     if pure_bf16:
         model.to(torch.bfloat16)

@@ -20,6 +20,7 @@ time (DESIGN.md §3). Each term (`lm_loss`, `jepa_loss`, `cos_sim`) is logged in
 
 from __future__ import annotations
 
+import logging
 import os
 
 import torch
@@ -28,7 +29,10 @@ from transformers import PreTrainedTokenizerBase, Trainer, TrainingArguments
 
 from llm_jepa.collator import JepaCollator, encode_records, strip_views
 from llm_jepa.config import LLMJepaConfig
+from llm_jepa.losses import infonce_scope_warning
 from llm_jepa.modeling import JepaModule, step_norms
+
+log = logging.getLogger(__name__)
 
 TERMS = ("lm_sum", "n_tokens", "jepa_sum", "n_pairs", "cos_sum")
 
@@ -39,8 +43,11 @@ class JepaTrainerMixin:
     loss_is_scaled_for_ga = True
     cfg: LLMJepaConfig
 
-    def _jepa_setup(self, cfg: LLMJepaConfig, seed: int) -> None:
-        self.cfg = cfg
+    def _jepa_setup(self, cfg: LLMJepaConfig, args) -> None:
+        self.cfg, seed = cfg, args.seed
+        note = infonce_scope_warning(cfg.jepa.distance, args.gradient_accumulation_steps, args.world_size)
+        if note:
+            log.warning(note)
         self._jepa_gen = torch.Generator().manual_seed(seed + 1)
         self._window: tuple = (None, None, True)
         self._terms = {"train": dict.fromkeys(TERMS, 0.0), "eval": dict.fromkeys(TERMS, 0.0)}
@@ -130,7 +137,7 @@ class JepaTrainer(JepaTrainerMixin, Trainer):
                  processing_class: PreTrainedTokenizerBase, train_dataset=None, eval_dataset=None,
                  callbacks=None) -> None:
         args.remove_unused_columns = False  # records are not model-forward columns
-        self._jepa_setup(cfg, args.seed)
+        self._jepa_setup(cfg, args)
         collate = JepaCollator(processing_class, cfg)
         super().__init__(model=JepaModule(model, cfg), args=args, data_collator=collate,
                          train_dataset=self._encode(collate, train_dataset),

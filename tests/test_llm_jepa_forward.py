@@ -16,7 +16,7 @@ from jepa_reference import separate_passes  # tests/ helper
 from llm_jepa.collator import FAMILY_OFFSETS, JepaCollator, predictor_token_names, strip_views
 from llm_jepa.config import Distance, JepaMode, LLMJepaConfig, Padding
 from llm_jepa.data import InvalidRecords, RecordError, load_records
-from llm_jepa.modeling import jepa_forward, load_model_and_tokenizer
+from llm_jepa.modeling import UnsupportedModelError, jepa_forward, load_model_and_tokenizer
 
 _CACHE: dict = {}
 
@@ -195,3 +195,56 @@ def test_malformed_records(tmp_path, synth_records, tokenizer_corpus):
     cfg.data.max_length = 16
     with pytest.raises(RecordError, match="max_length=16"):
         JepaCollator(tok, cfg).encode(good)
+
+
+def _unverified(kind: str, tok):
+    """Tiny random models of families outside VERIFIED_FAMILIES, vocabulary fitted to the tiny tokenizer."""
+    import transformers as tf
+
+    common = dict(vocab_size=len(tok), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                  num_key_value_heads=1, intermediate_size=64, pad_token_id=tok.pad_token_id)
+    config, cls = {"cohere": (tf.CohereConfig(**common, logit_scale=0.0625), tf.CohereForCausalLM),
+                   "granite": (tf.GraniteConfig(**common, logits_scaling=8.0), tf.GraniteForCausalLM),
+                   "olmo2": (tf.Olmo2Config(**common), tf.Olmo2ForCausalLM)}[kind]
+    config._attn_implementation = "sdpa"
+    torch.manual_seed(0)
+    return cls(config).eval()
+
+
+@pytest.mark.parametrize("kind", ["cohere", "granite"])
+def test_guard_refuses_a_family_whose_forward_scales_logits(kind, synth_records, tokenizer_corpus):
+    _, tok = _setup("llama", 1, tokenizer_corpus)
+    cfg = _cfg("llama", 1, Padding.RIGHT, Distance.COSINE)
+    with pytest.raises(UnsupportedModelError, match=f"model type '{kind}' is not supported"):
+        jepa_forward(_unverified(kind, tok), JepaCollator(tok, cfg)(synth_records[:2]), cfg)
+
+
+def test_guard_refuses_a_decoder_that_ignores_masks_and_positions(synth_records, tokenizer_corpus, monkeypatch):
+    """Remote code that builds its own causal mask and positions lets the Code view see the other segments.
+    (Dropping only one of the two is harmless in transformers 5: it rebuilds block masks from restarting
+    position ids, and RoPE only sees distances inside a segment.)"""
+    import copy
+
+    model, tok = _setup("llama", 1, tokenizer_corpus)
+    model = copy.deepcopy(model)  # a private copy: the probe result is cached per model
+    model.config.model_type = "my_remote_llama"
+    decoder = model.get_decoder()
+    original = decoder.forward
+    monkeypatch.setattr(decoder, "forward",
+                        lambda *a, attention_mask=None, position_ids=None, **kw: original(*a, **kw))
+    cfg = _cfg("llama", 1, Padding.LEFT, Distance.COSINE)
+    with pytest.raises(UnsupportedModelError, match="ignores 4-D attention masks"):
+        jepa_forward(model, JepaCollator(tok, cfg)(synth_records[:2]), cfg)
+
+
+def test_guard_lets_an_unverified_but_faithful_family_through(synth_records, tokenizer_corpus, caplog):
+    _, tok = _setup("llama", 1, tokenizer_corpus)
+    model = _unverified("olmo2", tok)
+    cfg = _cfg("llama", 1, Padding.LEFT, Distance.COSINE)
+    collate = JepaCollator(tok, cfg)
+    with torch.no_grad(), caplog.at_level("WARNING"):
+        packed = jepa_forward(model, collate(synth_records[:3]), cfg)
+        ref = separate_passes(model, collate, synth_records[:3], cfg)
+    assert "not in the verified families" in caplog.text
+    for key in ("lm_loss", "jepa_loss"):
+        assert torch.allclose(packed[key], ref[key], atol=1e-5), key

@@ -263,3 +263,10 @@ def test_lora_adapter_end_to_end_eval_and_pipeline(tmp_path):
     ids = torch.tensor([[1, 5, 9, 12]])
     with torch.no_grad():
         assert torch.allclose(gen.model(ids).logits, peft_model(ids).logits, atol=1e-5)
+
+
+def test_infonce_warns_that_accumulation_adds_no_negatives(tmp_path, caplog):
+    """InfoNCE negatives come from one micro-batch: 4 x 4 accumulation is not batch 16 for it (say so)."""
+    with caplog.at_level("WARNING"):
+        train(_tiny_cfg(tmp_path, train__max_steps=1, train__grad_accum=2, jepa__distance=Distance.INFONCE))
+    assert "negatives from each micro-batch" in caplog.text

@@ -129,8 +129,9 @@ class JepaCollator:
             raise RecordError("the chat template's generation prompt is not a prefix of the rendered "
                               "conversation; this template is not supported")
         completion = self.tok(full_text[len(prompt_text):], add_special_tokens=False)["input_ids"]
-        full_ids = prompt.ids + completion
-        enc = EncodedRecord(full_ids, self._labels(prompt.ids, completion), prompt.last)
+        labels = self._labels(prompt.ids, completion)
+        keep = max(i for i, t in enumerate(labels) if t != -100) + 1  # nothing after the last label is read
+        enc = EncodedRecord((prompt.ids + completion)[:keep], labels[:keep], prompt.last)
         if self.views:
             self._encode_views(enc, text, code)
         self._check_length(enc)
@@ -147,13 +148,17 @@ class JepaCollator:
         return [-100] * len(prompt) + completion[:cut] + [-100] * (len(completion) - cut)
 
     def _encode_views(self, enc: EncodedRecord, user: str, assistant: str) -> None:
-        """Text view (user content + k predictors, alone) and Code view (assistant content, alone)."""
+        """Text view (user content + k predictors, alone) and Code view (assistant content, alone), each cut
+        after the token its embedding is read at: later tokens cannot change it (causal) and have no label,
+        so they would only cost compute (the template's end-of-turn token, Gemma's newline)."""
         if self.cfg.jepa.mode is JepaMode.REFERENCE:
             content = user + "".join(self.pred_names)
             text = encode_with_span(self.tok, [{"role": "user", "content": content}], 0, content)
-            enc.text_ids, enc.text_last = text.ids, self._last(text.ids, text.last)
+            enc.text_last = self._last(text.ids, text.last)
+            enc.text_ids = text.ids[:enc.text_last + 1]
         code = encode_with_span(self.tok, [{"role": self.code_role, "content": assistant}], 0, assistant)
-        enc.code_ids, enc.code_last = code.ids, self._last(code.ids, code.last)
+        enc.code_last = self._last(code.ids, code.last)
+        enc.code_ids = code.ids[:enc.code_last + 1]
 
     def _last(self, ids: list[int], tracked: int) -> int:
         """Tracked span end, or the reference's offset from the end when one is configured."""

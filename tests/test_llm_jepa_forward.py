@@ -15,7 +15,7 @@ from jepa_reference import separate_passes  # tests/ helper
 
 from llm_jepa.collator import FAMILY_OFFSETS, JepaCollator, predictor_token_names, strip_views
 from llm_jepa.config import Distance, JepaMode, LLMJepaConfig, Padding
-from llm_jepa.data import InvalidRecords, RecordError, load_records
+from llm_jepa.data import InvalidRecords, RecordError, encode_with_span, load_records
 from llm_jepa.modeling import UnsupportedModelError, jepa_forward, load_model_and_tokenizer
 
 _CACHE: dict = {}
@@ -147,20 +147,26 @@ def test_sliding_window_packing_equals_separate_passes(family, mode, synth_recor
 @pytest.mark.parametrize("k", [0, 2])
 def test_tracked_span_vs_reference_offsets(family, k, synth_records, tokenizer_corpus):
     _, tok = _setup(family, k, tokenizer_corpus)
-    enc = JepaCollator(tok, _cfg(family, k, Padding.RIGHT, Distance.COSINE)).encode(synth_records[1])
+    collate = JepaCollator(tok, _cfg(family, k, Padding.RIGHT, Distance.COSINE))
+    enc = collate.encode(synth_records[1])
     last = tok.convert_ids_to_tokens(enc.text_ids[enc.text_last])
     if k:
         assert last == predictor_token_names(tok, k)[-1]
     else:
         assert synth_records[1]["messages"][1]["content"].rstrip().endswith(tok.decode([enc.text_ids[enc.text_last]]))
-    offset_idx = len(enc.text_ids) + FAMILY_OFFSETS["gemma" if family.startswith("gemma") else family]
+    assert enc.text_last == len(enc.text_ids) - 1 and enc.code_last == len(enc.code_ids) - 1  # views end there
+    user, answer = synth_records[1]["messages"][1]["content"], synth_records[1]["messages"][2]["content"]
+    content = user + "".join(predictor_token_names(tok, k))
+    text = encode_with_span(tok, [{"role": "user", "content": content}], 0, content)  # the whole rendered view
+    code = encode_with_span(tok, [{"role": collate.code_role, "content": answer}], 0, answer)
+    offset_idx = len(text.ids) + FAMILY_OFFSETS["gemma" if family.startswith("gemma") else family.rstrip("3")]
     if family.startswith("gemma"):
         # the reference's -2 lands on <end_of_turn> (the template ends "<end_of_turn>\n"), one past the content
-        assert offset_idx == enc.text_last + 1
-        assert tok.convert_ids_to_tokens(enc.text_ids[offset_idx]) == "<end_of_turn>"
+        assert offset_idx == text.last + 1
+        assert tok.convert_ids_to_tokens(text.ids[offset_idx]) == "<end_of_turn>"
     else:
-        assert offset_idx == enc.text_last
-        assert len(enc.code_ids) + FAMILY_OFFSETS[family] == enc.code_last
+        assert offset_idx == text.last == enc.text_last
+        assert len(code.ids) + FAMILY_OFFSETS[family] == code.last == enc.code_last
 
 
 def test_strip_views_gives_the_plain_lm_loss(synth_records, tokenizer_corpus):

@@ -1,4 +1,4 @@
-"""Train-step cost of LLM-JEPA variants on the same NL-RX-SYNTH batches, measured in ONE process with
+"""Train-step cost of LLM-JEPA variants on the same batches (NL-RX-SYNTH by default), measured in ONE process with
 interleaved repeats (each repeat times every variant once, in turn), medians reported.
 
 Variants (all on one tiny Llama, one AdamW step each: collate + forward + backward + step):
@@ -69,7 +69,7 @@ def setup(args, device):
     from llm_jepa.data import load_records
     from llm_jepa.modeling import load_model_and_tokenizer
 
-    records = load_records("synth_train", limit=args.batch * args.steps)
+    records = load_records(args.data, limit=args.batch * args.steps)
     cfgs = _configs(args)
     model, tok = load_model_and_tokenizer(cfgs["reference"], [m["content"] for r in records for m in r["messages"]])
     model.to(device).train()
@@ -130,6 +130,7 @@ def run(args) -> dict[str, dict[str, float]]:
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--data", default="synth_train", help="packaged set (or JSONL) the batches come from")
     p.add_argument("--hidden", type=int, default=256)
     p.add_argument("--layers", type=int, default=4)
     p.add_argument("--vocab", type=int, default=2048)
@@ -141,7 +142,7 @@ def main() -> int:
     args = p.parse_args()
     res = run(args)
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    print(f"{device}, hidden {args.hidden}, {args.layers} layers, batch {args.batch}, median of {args.repeats} "
+    print(f"{args.data}, {device}, hidden {args.hidden}, {args.layers} layers, batch {args.batch}, median of {args.repeats} "
           "interleaved repeats")
     for v, r in res.items():
         mem = f"  peak {r['peak_mib']:.0f} MiB" if device == "cuda" else ""

@@ -254,3 +254,30 @@ def test_guard_lets_an_unverified_but_faithful_family_through(synth_records, tok
     assert "not in the verified families" in caplog.text
     for key in ("lm_loss", "jepa_loss"):
         assert torch.allclose(packed[key], ref[key], atol=1e-5), key
+
+
+def test_explicit_text_and_code_views_are_used(tokenizer_corpus):
+    """HellaSwag names its views: Text = the context without the options, Code = the ending, not its letter."""
+    record = load_records("hellaswag_test", limit=1)[0]
+    _, tok = _setup("llama", 1, tokenizer_corpus)
+    cfg = _cfg("llama", 1, Padding.RIGHT, Distance.COSINE)
+    cfg.data.max_length = 4096  # the tiny BPE was trained on NL-RX: long rows here
+    enc = JepaCollator(tok, cfg).encode(record)
+    text, code = tok.decode(enc.text_ids), tok.decode(enc.code_ids)
+    assert record["text"][0]["content"].strip()[-30:] in text and "A)" not in text
+    assert code.endswith(record["code"][0]["content"].strip()) and record["messages"][2]["content"] == "A"
+    with pytest.raises(RecordError, match="'code' must be a list of one message"):
+        JepaCollator(tok, cfg).encode({**record, "code": "A"})
+
+
+def test_max_length_bounds_the_packed_row(synth_records, tokenizer_corpus):
+    _, tok = _setup("llama", 1, tokenizer_corpus)
+    cfg = _cfg("llama", 1, Padding.RIGHT, Distance.COSINE)
+    enc = JepaCollator(tok, cfg).encode(synth_records[0])
+    row = len(enc.full_ids) + len(enc.text_ids) + len(enc.code_ids)
+    cfg.data.max_length = row - 1  # every view fits, the row does not
+    assert max(len(enc.full_ids), len(enc.text_ids), len(enc.code_ids)) < cfg.data.max_length
+    with pytest.raises(RecordError, match=f"packed row has {row} tokens"):
+        JepaCollator(tok, cfg).encode(synth_records[0])
+    cfg.data.max_length = row
+    assert JepaCollator(tok, cfg).row_length(JepaCollator(tok, cfg).encode(synth_records[0])) == row

@@ -63,6 +63,17 @@ def tripled_loss(model, encs, pad_id: int, device) -> torch.Tensor:
     return lm + (1 - F.cosine_similarity(text, code, dim=-1)).mean()
 
 
+def _step_fn(args, cfg, model, tok, collate, device):
+    """The tripled step under the earlier per-variant API (benchmarks/gpu_check_llm.py calls it): records or
+    pre-encoded records -> tripled_loss."""
+    from llm_jepa.collator import EncodedRecord
+
+    if args.variant != "tripled":
+        raise ValueError(f"_step_fn serves the tripled layout only, not {args.variant!r}; use one_step()")
+    return lambda recs: tripled_loss(model, [r if isinstance(r, EncodedRecord) else collate.encode(r) for r in recs],
+                                     tok.pad_token_id, device)
+
+
 def setup(args, device):
     """One model, one collator and the pre-encoded records per variant (tokenization is not timed)."""
     from llm_jepa.collator import JepaCollator

@@ -185,7 +185,7 @@ def sweep_table(found: dict[str, dict[int, dict]], res: dict[str, Any]) -> str:
     for arm, by in found.items():
         for seed, v in sorted(by.items()):
             res.setdefault("sweep", {}).setdefault(arm, {})[seed] = {m: v["metrics"][m] for m in METRICS}
-            rows.append(f"| {arm} | {seed} | " + " | ".join(f"{100 * v['metrics'][m]:.1f}" for m in METRICS) + " |")
+            rows.append(f"| {arm} | {seed} | " + " | ".join(f"{v['metrics'][m]:.1f}" for m in METRICS) + " |")
     return "### Lambda sweep (k=1), test subset\n\n" + "\n".join(rows) + "\n"
 
 

@@ -174,8 +174,8 @@ def _parse_jsonl(lines: list[str], where: str) -> list[Any]:
             continue
         try:
             out.append(json.loads(line))
-        except json.JSONDecodeError as e:
-            raise RecordError(f"{where}:{lineno}: not valid JSON ({e.msg})") from None
+        except (json.JSONDecodeError, RecursionError) as e:  # RecursionError: absurdly deep nesting
+            raise RecordError(f"{where}:{lineno}: not valid JSON ({getattr(e, 'msg', e)})") from None
     return out
 
 
@@ -183,8 +183,11 @@ def _read_lines(src: DataSource) -> list[str]:
     if src.kind is SourceKind.PACKAGED:
         return read_packaged_lines(src.ref)
     opener = gzip.open if src.ref.endswith(".gz") else open
-    with opener(src.ref, "rt", encoding="utf-8") as f:
-        return f.read().splitlines()
+    try:
+        with opener(src.ref, "rt", encoding="utf-8") as f:
+            return f.read().splitlines()
+    except (UnicodeDecodeError, gzip.BadGzipFile, EOFError) as e:
+        raise RecordError(f"{src.ref}: not UTF-8 JSONL text ({e})") from None
 
 
 def _load_hub(hub_id: str, split: str | None) -> list[Any]:

@@ -142,7 +142,7 @@ def factory_string(cfg: IndexConfig, n: int, dim: int) -> str:
 def _use_gpu(device: Device) -> bool:
     has_gpu = hasattr(faiss, "StandardGpuResources") and faiss.get_num_gpus() > 0
     if device is Device.GPU and not has_gpu:
-        raise RuntimeError("device=gpu but FAISS sees no GPU: install the `gpu` extra (faiss-gpu-cu12 "
+        raise RuntimeError("device=gpu but FAISS sees no GPU: install the `gpu` extra (faiss-gpu "
                            "instead of faiss-cpu) on a CUDA machine, or use device=auto/cpu")
     return device is not Device.CPU and has_gpu
 

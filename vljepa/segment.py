@@ -16,8 +16,8 @@ text. Choosing the points never calls the decoder, so the cost of a run is exact
   the threshold (hysteresis: a passing distractor is never decoded); a change that never settles
   (a slow drift) is decoded after `max_wait_s`. A minimum gap and a running rate budget hold.
   The decoded embedding is the mean of the settled steps, never a half-mixed transition window.
-- `uniform_points`: the baseline, one decode per equal-length span, pooled like the selective
-  strategies (segment mean or midpoint embedding).
+- `uniform_points` / `stride_points`: the baseline, one decode per equal-length span (a budget)
+  or every `stride` steps, pooled like the selective strategies (segment mean or midpoint embedding).
 
     points = segment_offline(times, embs, DecodeBudget(rate_hz=0.35))
 """
@@ -183,8 +183,21 @@ def uniform_points(times: Iterable[float], embeddings: np.ndarray, budget: Decod
     if n == 0:
         return []
     edges = np.linspace(0, len(times), n + 1).round().astype(int)
-    return [represent(times, embs, lo, hi, rep, emitted_t=float(times[hi - 1] if rep is Representative.MEAN
-                                                                   else times[(lo + hi - 1) // 2]))
+    return _spans(times, embs, edges, rep)
+
+
+def stride_points(times: Iterable[float], embeddings: np.ndarray, stride: int,
+                  rep: Representative = Representative.MEAN) -> list[DecodePoint]:
+    """Baseline at a fixed stride: one decode per `stride` steps (the last span may be shorter)."""
+    if stride < 1:
+        raise ValueError(f"stride must be >= 1 stream step, got {stride}")
+    times, embs = _as_arrays(times, embeddings)
+    return _spans(times, embs, np.array([*range(0, len(times), stride), len(times)]), rep) if len(times) else []
+
+
+def _spans(times: np.ndarray, embs: np.ndarray, edges: np.ndarray, rep: Representative) -> list[DecodePoint]:
+    mid = rep is Representative.MIDPOINT
+    return [represent(times, embs, lo, hi, rep, emitted_t=float(times[(lo + hi - 1) // 2 if mid else hi - 1]))
             for lo, hi in zip(edges[:-1], edges[1:])]
 
 

@@ -7,9 +7,12 @@ scikit-learn) -> one digit image is scaled, coloured and moved on a black canvas
 
 - `make_clip_dataset(n)`: short labelled clips for training, zero-shot classification and
   retrieval (class = action, caption = "a red 3 moves left").
-- `make_long_video(seed, n_events)`: a long video made of consecutive events whose
+- `make_long_video(seed, n_events, kind=...)`: a long video made of consecutive events whose
   durations vary from short to long, with `(start_s, end_s, caption)` ground truth, for the
-  selective-decoding benchmark (DESIGN.md section 1, "Selective decoding").
+  selective-decoding benchmark (DESIGN.md section 1, "Selective decoding"). `StreamKind` picks
+  how events change: hard cuts, gradual transitions (cross-fades, slow drifts of colour and
+  position), actions that recur later, a distractor moving inside every event, or a mix of very
+  short and very long events.
 - `write_video(path, frames, fps)`: encode frames to an mp4 with PyAV (h264, else mpeg4).
 
 Everything is deterministic from the seed (numpy Generator), pure numpy/torch.
@@ -89,6 +92,14 @@ class Event:
         fill = dict(c=self.colour, d=self.digit, w=DIGIT_WORDS[self.digit], c2=self.colour2)
         texts = [t.format(**fill) for t in _PARAPHRASES[self.action]]
         return [self.caption] + [re.sub(r"^a ([aeiou])", r"an \1", t) for t in texts]
+
+
+def all_captions() -> list[str]:
+    """Every canonical caption of the synthetic world (digit x colour x action, and the target colour
+    of "changes colour"): the text a Y-decoder for these videos must be able to say."""
+    events = [Event(d, c, a, c2) for d in range(10) for c in COLOURS for a in ACTIONS
+              for c2 in ([x for x in COLOURS if x != c] if a == "changes colour" else [None])]
+    return sorted(e.caption for e in events)
 
 
 def _article(word: str) -> str:

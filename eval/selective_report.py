@@ -15,7 +15,10 @@ from collections.abc import Sequence
 
 
 def fmt(x: float | None, digits: int = 2) -> str:
-    if x is None or (isinstance(x, float) and math.isnan(x)):
+    """A number; "n.r." (never reached) for NaN, "-" for a value that was not measured (None)."""
+    if x is None:
+        return "-"
+    if isinstance(x, float) and math.isnan(x):
         return "n.r."
     if math.isinf(x):
         return "inf"

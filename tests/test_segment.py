@@ -119,6 +119,21 @@ def test_a_passing_distractor_is_not_decoded_but_a_slow_drift_is():
     assert all(q.emitted_t - p.emitted_t >= 4.0 for p, q in zip(points[1:], points[2:]))  # ... after max_wait
 
 
+def test_an_event_shorter_than_the_window_is_decoded_at_its_least_mixed_moment():
+    rng = np.random.default_rng(8)
+    a, b, c = rng.normal(size=(3, 16))
+    ramp = lambda x, y: [(1 - w) * x + w * y for w in np.linspace(0, 1, 6)[1:-1]]  # noqa: E731
+    rows = [a] * 20 + ramp(a, b) + [b] + ramp(b, c) + [c] * 20  # b is never stable for 2 steps
+    times = np.arange(len(rows)) * 0.5
+    cfg = TriggerConfig(cosine_threshold=0.2, settle_steps=2, settle_tol=0.01, max_wait_s=3.0, min_gap_s=0.0)
+    points = online_points(times, np.stack(rows), cfg)
+    assert len(points) == 3
+    short = points[1]
+    cos = [short.embedding @ v / np.linalg.norm(v) for v in (a, b, c)]
+    assert int(np.argmax(cos)) == 1 and abs(short.t - times[24]) <= 0.5  # centred on b
+    assert short.emitted_t - times[20] <= 3.0 + 2.0  # detection inside the 2-s ramp, then at most max_wait
+
+
 def test_online_min_gap_and_budget_are_respected():
     times, embs, _ = piecewise_stream([4] * 30, seed=5)  # a change every 2 s
     cfg = TriggerConfig(cosine_threshold=0.1, settle_tol=0.05, min_gap_s=0.0)

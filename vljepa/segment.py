@@ -14,7 +14,8 @@ text. Choosing the points never calls the decoder, so the cost of a run is exact
   the stream has settled (the last `settle_steps` step-to-step distances are all below
   `settle_tol`) and the settled embedding still differs from the last decoded one by more than
   the threshold (hysteresis: a passing distractor is never decoded); a change that never settles
-  (a slow drift) is decoded after `max_wait_s`. A minimum gap and a running rate budget hold.
+  (an event shorter than the window, a slow drift) is decoded after `max_wait_s`, from its least
+  mixed moment so far. A minimum gap and a running rate budget hold.
   The decoded embedding is the mean of the settled steps, never a half-mixed transition window.
 - `uniform_points` / `stride_points`: the baseline, one decode per equal-length span (a budget)
   or every `stride` steps, pooled like the selective strategies (segment mean or midpoint embedding).
@@ -209,9 +210,10 @@ class TriggerConfig:
     variance_threshold: float | None = None  # detect: mean squared distance to the window mean; None = off
     smooth: int = 1  # moving-average length applied to the raw stream before detection
     window: int = 4  # local window whose variance is watched
-    settle_steps: int = 2  # settled = the last `settle_steps` step-to-step distances are all small ...
+    settle_steps: int = 1  # settled = the last `settle_steps` step-to-step distances are all small ...
     settle_tol: float | None = None  # ... below this cosine distance (None: half the cosine threshold)
-    max_wait_s: float = 6.0  # a change that never settles (slow drift) is decoded after this long
+    max_wait_s: float = 3.0  # a change that never settles (short event, slow drift): decode its least
+    #                          mixed moment after this long
     min_gap_s: float = 1.0  # never two decodes closer than this
 
     def __post_init__(self) -> None:
@@ -253,6 +255,7 @@ class OnlineTrigger:
         self._last_t = -math.inf
         self._t0: float | None = None
         self._pending_since: float | None = None
+        self._best: tuple[float, list] = (math.inf, [])  # (spread, steps) least mixed since pending
         self.n_decodes = 0
 
     def _detects(self, s: np.ndarray) -> bool:
@@ -269,10 +272,11 @@ class OnlineTrigger:
     def _latest(self) -> list[tuple[float, np.ndarray]]:
         return list(self._recent)[-(self.cfg.settle_steps + 1):]
 
-    def _settled(self) -> bool:
-        steps = self._latest()
-        return len(steps) > self.cfg.settle_steps and all(
-            _cos_dist(a, b) <= self.cfg.tolerance for (_, a), (_, b) in zip(steps, steps[1:]))
+    def _spread(self, steps: list[tuple[float, np.ndarray]]) -> float:
+        """Largest step-to-step cosine distance among the latest steps (inf until there are enough)."""
+        if len(steps) <= self.cfg.settle_steps:
+            return math.inf
+        return max(_cos_dist(a, b) for (_, a), (_, b) in zip(steps, steps[1:]))
 
     def update(self, t: float, embedding: np.ndarray) -> DecodePoint | None:
         self._t0 = t if self._t0 is None else self._t0
@@ -280,20 +284,27 @@ class OnlineTrigger:
         s = _unit(np.mean(self._raw, axis=0))
         self._recent.append((t, s))
         if self._pending_since is None and self._detects(s):
-            self._pending_since = t
+            self._pending_since, self._best = t, (math.inf, [])
         if self._pending_since is None:
             return None
-        if not self._settled() and t - self._pending_since < self.cfg.max_wait_s:
-            return None  # mid-transition: decoding now would describe a mixture
-        return self._fire(t)
+        steps = self._latest()
+        spread = self._spread(steps)
+        if spread < self._best[0]:
+            self._best = (spread, steps)  # the least mixed moment since the change began
+        if spread <= self.cfg.tolerance:
+            return self._fire(t, steps)
+        if t - self._pending_since >= self.cfg.max_wait_s:  # never settled (a short event, a slow drift)
+            return self._fire(t, self._best[1] or steps)
+        return None  # mid-transition: decoding now would describe a mixture
 
     def flush(self) -> DecodePoint | None:
-        """End of stream: decode a change that is still pending (settled or not), if the gap and
-        the budget allow. Without this a stream shorter than the settle time gets no caption."""
-        return self._fire(self._recent[-1][0]) if self._pending_since is not None else None
+        """End of stream: decode a change that is still pending (its least mixed moment), if the gap
+        and the budget allow. Without this a stream shorter than the settle time gets no caption."""
+        if self._pending_since is None:
+            return None
+        return self._fire(self._recent[-1][0], self._best[1] or self._latest())
 
-    def _fire(self, t: float) -> DecodePoint | None:
-        steps = self._latest()
+    def _fire(self, t: float, steps: list[tuple[float, np.ndarray]]) -> DecodePoint | None:
         emb = _unit(np.mean([e for _, e in steps], axis=0))
         c = self.cfg
         if self._ref is not None and c.cosine_threshold is not None and _cos_dist(emb, self._ref) <= c.cosine_threshold:

@@ -117,11 +117,12 @@ def settings(streams: Sequence[VideoStream], label: str, cfg: SweepConfig, trigg
     return _dedup([(p, [select(s, label, p, trigger, tree) for s, tree in zip(streams, trees)]) for p in params])
 
 
-def calibrate_trigger(streams: Sequence[VideoStream], base: TriggerConfig | None = None, quantile: float = 0.9,
+def calibrate_trigger(streams: Sequence[VideoStream], base: TriggerConfig | None = None, quantile: float = 0.97,
                       lag_s: float = 1.0) -> TriggerConfig:
     """Settle tolerance = the `quantile` of step-to-step cosine distances between windows that lie
     wholly inside one ground-truth event of the *calibration* streams (how much a settled stream
-    still moves: motion inside an event, predictor noise)."""
+    still moves: motion inside an event, predictor noise). The defaults (0.97, one settle step)
+    were chosen on development videos of the demo model, never on its test videos."""
     dists = []
     for s in streams:
         unit = s.embeddings / np.linalg.norm(s.embeddings, axis=1, keepdims=True)  # (T, D)
@@ -145,11 +146,14 @@ def measure(streams: Sequence[VideoStream], decode: CaptionCache, trigger: Trigg
 
 
 def decoder_quality(streams: Sequence[VideoStream], decode: Callable[[np.ndarray], list[str]],
-                    text_embed: Callable[[list[str]], np.ndarray] | None = None, lag_s: float = 1.0) -> dict:
+                    text_embed: Callable[[list[str]], np.ndarray] | None = None, lag_s: float = 1.0,
+                    bank: Sequence[str] | None = None) -> dict:
     """CIDEr-D of the decoder alone, one caption per event: from the Y-encoder embedding of the
     event's caption (`text`, the decoder's ceiling), from the mean predicted embedding of the
     windows wholly inside the event (`event_mean`, an oracle segmentation) and from the window at
-    its midpoint (`event_midpoint`)."""
+    its midpoint (`event_midpoint`). With a caption `bank` (and `text_embed`), `retrieval_event_mean`
+    replaces the decoder by the nearest caption of the bank: what the predicted embedding holds.
+    `event_mean_captions` are the decoded captions, for per-attribute checks."""
     refs = [r for s in streams for _, _, r in s.truth]
     means, mids = [], []
     for s in streams:
@@ -161,10 +165,16 @@ def decoder_quality(streams: Sequence[VideoStream], decode: Callable[[np.ndarray
                 inside = np.array([int(np.argmin(np.abs(s.times - (start + end) / 2)))])
             means.append(s.embeddings[inside].mean(axis=0))
             mids.append(s.embeddings[inside[len(inside) // 2]])
-    out = {"event_mean": cider_score(refs, decode(np.stack(means)))[0],
-           "event_midpoint": cider_score(refs, decode(np.stack(mids)))[0], "n_events": len(refs)}
+    captions = decode(np.stack(means))
+    out = {"event_mean": cider_score(refs, captions)[0], "event_midpoint": cider_score(refs, decode(np.stack(mids)))[0],
+           "n_events": len(refs), "event_mean_captions": captions}
     if text_embed is not None:
         out["text"] = cider_score(refs, decode(np.asarray(text_embed([r[0] for r in refs]))))[0]
+        if bank is not None:
+            unit = np.asarray(text_embed(list(bank)))  # (C, D)
+            unit = unit / np.linalg.norm(unit, axis=1, keepdims=True)
+            nearest = (np.stack(means) @ unit.T).argmax(axis=1)
+            out["retrieval_event_mean"] = cider_score(refs, [bank[i] for i in nearest])[0]
     return out
 
 

@@ -194,10 +194,11 @@ def _parser() -> argparse.ArgumentParser:
                    help="windows per model call: 1 adds no latency; B adds up to (B-1)*stride seconds")
     p.add_argument("--threshold", type=float, default=0.15, help="cosine distance that detects a change")
     p.add_argument("--variance-threshold", type=float, default=None)
-    p.add_argument("--settle-steps", type=int, default=2, help="stable steps before a change is decoded")
+    p.add_argument("--settle-steps", type=int, default=1, help="stable steps before a change is decoded")
     p.add_argument("--settle-tol", type=float, default=None,
                    help="step-to-step cosine distance counted as stable (default: half the threshold)")
-    p.add_argument("--max-wait", type=float, default=6.0, help="decode a change that never settles after this")
+    p.add_argument("--max-wait", type=float, default=3.0,
+                   help="seconds after which a change that never settles is decoded (its least mixed moment)")
     p.add_argument("--min-gap", type=float, default=1.0, help="seconds between decodes, at least")
     p.add_argument("--rate-hz", type=float, default=None, help="decode budget: average decodes per second")
     p.add_argument("--max-decodes", type=int, default=None, help="decode budget: hard cap")

@@ -106,12 +106,20 @@ def _article(word: str) -> str:
     return f"an {word}" if word[0] in "aeiou" else f"a {word}"
 
 
-def reference_captions(caption: str) -> list[str]:
-    """Canonical caption -> [caption, paraphrases...]; raises ValueError for other text."""
+def parse_caption(caption: str) -> Event | None:
+    """Canonical caption -> its `Event`, or None if the text is not one (e.g. a garbled decode)."""
     m = _CANONICAL.match(caption)
     if m is None or m.group(3) not in ACTIONS:
+        return None
+    return Event(int(m.group(2)), m.group(1), m.group(3), m.group(4))
+
+
+def reference_captions(caption: str) -> list[str]:
+    """Canonical caption -> [caption, paraphrases...]; raises ValueError for other text."""
+    event = parse_caption(caption)
+    if event is None:
         raise ValueError(f"{caption!r} is not a canonical synthetic caption like 'a red 3 moves left'")
-    return Event(int(m.group(2)), m.group(1), m.group(3), m.group(4)).paraphrases()
+    return event.paraphrases()
 
 
 @functools.lru_cache(maxsize=1)

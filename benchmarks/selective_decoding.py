@@ -31,10 +31,9 @@ from eval.selective_decoding import (
     VideoStream,
     analyze,
     combine_seeds,
-    plot_analyses,
     summarize,
 )
-from eval.selective_report import reduction_table, with_ci
+from eval.selective_report import plot_analyses, reduction_table, with_ci
 from jepa_common.io import atomic_write_json, atomic_write_text, run_metadata
 from vljepa.selective_eval import BASELINE, SELECTIVE, SweepConfig, calibrate_trigger, measure
 from vljepa.synthetic import StreamKind, all_captions, make_long_video, reference_captions
@@ -132,9 +131,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--out", default="benchmarks/results/selective_decoding")
     p.add_argument("--kinds", default=",".join(k.value for k in StreamKind))
     p.add_argument("--seeds", type=int, default=3, help="seeds of videos and noise")
-    p.add_argument("--videos", type=int, default=8, help="test videos per kind and seed")
+    p.add_argument("--videos", type=int, default=6, help="test videos per kind and seed")
     p.add_argument("--calib", type=int, default=2, help="calibration videos per kind and seed (online trigger)")
-    p.add_argument("--events", type=int, default=40, help="events per video")
+    p.add_argument("--events", type=int, default=30, help="events per video")
     p.add_argument("--hz", type=float, default=2.0, help="embedding stream rate")
     p.add_argument("--window", type=float, default=2.0, help="window length, seconds")
     p.add_argument("--noise", type=float, default=0.5, help="predictor noise, relative to a unit embedding")

@@ -397,28 +397,3 @@ def _geomean(values: Sequence[float]) -> float:
         return float("nan")
     with np.errstate(divide="ignore"):
         return float(np.exp(np.log(v).mean()))
-
-
-def plot_analyses(analyses: dict[str, Analysis], path: str, title: str = "Selective vs uniform decoding") -> None:
-    """One panel per analysis (e.g. stream kind): CIDEr of every setting (dots) and the isotonic fits
-    (lines) against decodes per second (log x), with the headline-level quality marked."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, len(analyses), figsize=(4.2 * len(analyses), 3.6), squeeze=False)
-    for ax, (name, a) in zip(axes[0], analyses.items()):
-        for i, (label, cv) in enumerate(a.curves.items()):
-            ax.scatter(cv.rates, cv.cider, s=6, color=f"C{i}", alpha=0.5)
-            own = _domain(a.grid, [cv])
-            ax.plot(np.exp(a.grid[own]), a.fits[label][own], color=f"C{i}", label=label)
-        ax.axhline(a.point["uniform:best_cider"], color="k", lw=0.6, ls=":")
-        ax.set_xscale("log")
-        ax.set(title=name, xlabel="decodes per second", ylabel="CIDEr-D")
-        ax.grid(True, which="both", alpha=0.3)
-    axes[0][0].legend(fontsize=7)
-    fig.suptitle(title)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)

@@ -1,5 +1,5 @@
-"""Markdown tables of selective-decoding results (`eval.selective_decoding.summarize` /
-`combine_seeds` output), shared by the demo's report.md and the benchmark's results.md.
+"""Markdown tables and the figure of selective-decoding results (`eval.selective_decoding.summarize`
+/ `combine_seeds` output, `Analysis`), shared by the demo's report.md and the benchmark's results.md.
 
 Data flow: JSON-ready summaries -> lines of markdown. Every number is printed as
 `value [lo, hi]` with its bootstrap interval; a rate that is never reached prints as "n.r." and
@@ -12,6 +12,10 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+
+import numpy as np
+
+from eval.selective_decoding import Analysis
 
 
 def fmt(x: float | None, digits: int = 2) -> str:
@@ -76,3 +80,28 @@ def latency_table(summaries: dict[str, dict], labels: Sequence[str], first: str 
             lines.append(f"| {name} | {label} | {fmt(lat['hz'], 3)} | {fmt(lat['median_s'], 1)} | "
                          f"{fmt(lat['p90_s'], 1)} | {fmt(100 * lat['missed'], 0)} % |")
     return lines
+
+
+def plot_analyses(analyses: dict[str, Analysis], path: str, title: str = "Selective vs uniform decoding") -> None:
+    """One panel per analysis (e.g. stream kind): CIDEr of every setting (dots) and the isotonic fits
+    (lines) against decodes per second (log x), with the headline-level quality marked."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(analyses), figsize=(4.2 * len(analyses), 3.6), squeeze=False)
+    for ax, (name, a) in zip(axes[0], analyses.items()):
+        for i, (label, cv) in enumerate(a.curves.items()):
+            ax.scatter(cv.rates, cv.cider, s=6, color=f"C{i}", alpha=0.5)
+            own = (a.grid >= np.log(cv.rates.min()) - 1e-9) & (a.grid <= np.log(cv.rates.max()) + 1e-9)
+            ax.plot(np.exp(a.grid[own]), a.fits[label][own], color=f"C{i}", label=label)
+        ax.axhline(a.point["uniform:best_cider"], color="k", lw=0.6, ls=":")
+        ax.set_xscale("log")
+        ax.set(title=name, xlabel="decodes per second", ylabel="CIDEr-D")
+        ax.grid(True, which="both", alpha=0.3)
+    axes[0][0].legend(fontsize=7)
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

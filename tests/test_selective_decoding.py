@@ -20,10 +20,10 @@ from eval.selective_decoding import (
     concat_curves,
     monotone_fit,
     nearest_decoded,
-    plot_analyses,
     rate_to_reach,
     summarize,
 )
+from eval.selective_report import plot_analyses
 from vljepa.segment import DecodePoint
 from vljepa.selective_eval import BASELINE, SELECTIVE, SweepConfig, decoder_quality, measure, settings
 

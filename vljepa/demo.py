@@ -32,7 +32,7 @@ from pathlib import Path
 import torch
 
 from eval.retrieval import evaluate_retrieval
-from eval.selective_decoding import plot_analyses
+from eval.selective_report import plot_analyses
 from jepa_common.io import atomic_write_json, atomic_write_text, run_metadata
 from vljepa import demo_selective as ds
 from vljepa.cache import cache_features

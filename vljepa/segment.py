@@ -148,9 +148,10 @@ def contiguous_segments(embeddings: np.ndarray, n_segments: int) -> list[tuple[i
 
 
 def represent(times: np.ndarray, embs: np.ndarray, lo: int, hi: int, rep: Representative,
-              emitted_t: float | None = None) -> DecodePoint:
-    """The decode point of steps [lo, hi): stamped at the span's centre, embedding per `rep`."""
-    half = _step(times) / 2
+              emitted_t: float | None = None, half: float | None = None) -> DecodePoint:
+    """The decode point of steps [lo, hi): stamped at the span's centre, embedding per `rep`
+    (`half`: half the stream step, computed from `times` when not given)."""
+    half = _step(times) / 2 if half is None else half
     emb = embs[lo:hi].mean(axis=0) if rep is Representative.MEAN else embs[(lo + hi - 1) // 2]
     return DecodePoint(t=float((times[lo] + times[hi - 1]) / 2), embedding=emb, start=float(times[lo] - half),
                        end=float(times[hi - 1] + half), emitted_t=emitted_t)
@@ -172,8 +173,8 @@ def segment_offline(times: Iterable[float], embeddings: np.ndarray, budget: Deco
     times, embs, n = _budgeted(times, embeddings, budget)
     if n == 0:
         return []
-    tree = tree or WardTree(embs)
-    return [represent(times, embs, lo, hi, rep, emitted_t=float(times[-1])) for lo, hi in tree.segments(n)]
+    tree, half = tree or WardTree(embs), _step(times) / 2
+    return [represent(times, embs, lo, hi, rep, float(times[-1]), half) for lo, hi in tree.segments(n)]
 
 
 def uniform_points(times: Iterable[float], embeddings: np.ndarray, budget: DecodeBudget,
@@ -197,8 +198,8 @@ def stride_points(times: Iterable[float], embeddings: np.ndarray, stride: int,
 
 
 def _spans(times: np.ndarray, embs: np.ndarray, edges: np.ndarray, rep: Representative) -> list[DecodePoint]:
-    mid = rep is Representative.MIDPOINT
-    return [represent(times, embs, lo, hi, rep, emitted_t=float(times[(lo + hi - 1) // 2 if mid else hi - 1]))
+    mid, half = rep is Representative.MIDPOINT, _step(times) / 2
+    return [represent(times, embs, lo, hi, rep, float(times[(lo + hi - 1) // 2 if mid else hi - 1]), half)
             for lo, hi in zip(edges[:-1], edges[1:])]
 
 
@@ -262,7 +263,7 @@ class OnlineTrigger:
         c = self.cfg
         if self._ref is None:
             return True
-        if c.cosine_threshold is not None and _cos_dist(s, self._ref) > c.cosine_threshold:
+        if c.cosine_threshold is not None and 1.0 - float(s @ self._ref) > c.cosine_threshold:  # both unit
             return True
         if c.variance_threshold is None:
             return False
@@ -276,7 +277,7 @@ class OnlineTrigger:
         """Largest step-to-step cosine distance among the latest steps (inf until there are enough)."""
         if len(steps) <= self.cfg.settle_steps:
             return math.inf
-        return max(_cos_dist(a, b) for (_, a), (_, b) in zip(steps, steps[1:]))
+        return max(1.0 - float(a @ b) for (_, a), (_, b) in zip(steps, steps[1:]))  # unit vectors
 
     def update(self, t: float, embedding: np.ndarray) -> DecodePoint | None:
         self._t0 = t if self._t0 is None else self._t0

@@ -20,8 +20,10 @@ Choosing the decode points (Ward segments, the online trigger, uniform stride) i
 and lives in `vljepa.segment` / `vljepa.selective_eval`; here streams are arrays, decode points
 anything with `.t`, `.embedding` and `.emitted_t`, and the decoder any callable.
 
-    curves = vljepa.selective_eval.measure(streams, CaptionCache(decode_fn), calibration=cal)
-    result = analyze(Corpus.of(streams), curves)         # point values + bootstrap replicates
+    curves = vljepa.selective_eval.measure(streams, CaptionCache(decode_fn), trigger)   # model side
+    result = analyze(Corpus.of(streams), curves, baseline=["uniform/mean", "uniform/midpoint"],
+                     selective=["offline/mean", "online"])  # point values + bootstrap replicates
+    summarize(result, ProtocolConfig())                       # JSON: metrics with CIs, cost, latency
 """
 
 from __future__ import annotations

@@ -9,7 +9,9 @@ matches, decodes (through a `CaptionCache`) and records the captions -> one `Cur
 (strategy, pooling). The online trigger's settle tolerance is calibrated on *separate calibration
 streams* (`calibrate_trigger`), never on the test streams; its threshold is what the sweep varies.
 `decoder_quality` scores the decoder alone: ground-truth caption embeddings, and predicted
-embeddings pooled over each true event (an oracle segmentation).
+embeddings pooled over each true event (an oracle segmentation). `long_video_streams` turns
+synthetic long videos into a model's embedding streams; `window_targets` labels the windows of
+*training* videos with their dominant caption, for the Y-decoder.
 
     curves = measure(streams, CaptionCache(decode_fn), calibrate_trigger(cal_streams))
     result = eval.selective_decoding.analyze(Corpus.of(streams), curves, BASELINE, SELECTIVE)

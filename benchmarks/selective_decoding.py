@@ -131,7 +131,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--out", default="benchmarks/results/selective_decoding")
     p.add_argument("--kinds", default=",".join(k.value for k in StreamKind))
     p.add_argument("--seeds", type=int, default=3, help="seeds of videos and noise")
-    p.add_argument("--videos", type=int, default=6, help="test videos per kind and seed")
+    p.add_argument("--videos", type=int, default=4, help="test videos per kind and seed")
     p.add_argument("--calib", type=int, default=2, help="calibration videos per kind and seed (online trigger)")
     p.add_argument("--events", type=int, default=30, help="events per video")
     p.add_argument("--hz", type=float, default=2.0, help="embedding stream rate")

@@ -160,6 +160,8 @@ def concat_curves(curves: Sequence[Curve]) -> Curve:
     """One curve over the union of several corpora (e.g. seeds, each with its own model): the
     settings whose knob value occurs in every part, events and boundaries concatenated in order."""
     common = set.intersection(*[{round(float(p), 12) for p in c.params} for c in curves])
+    if not common:
+        raise ValueError(f"{curves[0].label}: the parts share no setting; build them on the same grid of knob values")
     params = sorted(common)
     texts: dict[str, int] = {}
     n, caps, lat = np.zeros(len(params)), [], []
@@ -290,20 +292,25 @@ class Analysis:
     fits: dict[str, np.ndarray]  # label -> (G,) point fit; "uniform" = the baseline envelope
 
 
-def _domain(grid: np.ndarray, curves: Sequence[Curve]) -> np.ndarray:
+def fit_domain(grid: np.ndarray, curves: Sequence[Curve]) -> np.ndarray:
+    """(G,) grid points inside the curves' rate range; at least the one nearest to it (a curve
+    whose settings all share one rate still has a value there)."""
     lo = min(float(np.log(c.rates.min())) for c in curves)
     hi = max(float(np.log(c.rates.max())) for c in curves)
-    return (grid >= lo - 1e-9) & (grid <= hi + 1e-9)
+    mask = (grid >= lo - 1e-9) & (grid <= hi + 1e-9)
+    if not mask.any():
+        mask[int(np.argmin(np.abs(grid - (lo + hi) / 2)))] = True
+    return mask
 
 
 def _metrics(grid: np.ndarray, fits: dict[str, np.ndarray], curves: dict[str, Curve], baseline: Sequence[str],
              selective: Sequence[str], levels: Sequence[float]) -> dict[str, float]:
-    base = _domain(grid, [curves[b] for b in baseline])
+    base = fit_domain(grid, [curves[b] for b in baseline])
     env = np.max([fits[b] for b in baseline], axis=0)  # the better uniform pooling at every rate
     best = float(env[base].max())
     out = {"uniform:best_cider": best}
     for s in selective:
-        own = _domain(grid, [curves[s]])
+        own = fit_domain(grid, [curves[s]])
         common = own & base
         gain = fits[s][common] - env[common]  # CIDEr, selective minus uniform, over log rate
         out[f"{s}:best_cider"] = float(fits[s][own].max())

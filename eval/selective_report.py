@@ -15,7 +15,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from eval.selective_decoding import Analysis
+from eval.selective_decoding import Analysis, fit_domain
 
 
 def fmt(x: float | None, digits: int = 2) -> str:
@@ -94,7 +94,7 @@ def plot_analyses(analyses: dict[str, Analysis], path: str, title: str = "Select
     for ax, (name, a) in zip(axes[0], analyses.items()):
         for i, (label, cv) in enumerate(a.curves.items()):
             ax.scatter(cv.rates, cv.cider, s=6, color=f"C{i}", alpha=0.5)
-            own = (a.grid >= np.log(cv.rates.min()) - 1e-9) & (a.grid <= np.log(cv.rates.max()) + 1e-9)
+            own = fit_domain(a.grid, [cv])
             ax.plot(np.exp(a.grid[own]), a.fits[label][own], color=f"C{i}", label=label)
         ax.axhline(a.point["uniform:best_cider"], color="k", lw=0.6, ls=":")
         ax.set_xscale("log")

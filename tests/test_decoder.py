@@ -49,3 +49,31 @@ def test_load_decoder_names_the_missing_directory(tmp_path):
 
     with pytest.raises(FileNotFoundError, match="save_decoder"):
         load_decoder(tmp_path)
+
+
+def test_mixture_augmentation_keeps_the_label_dominant_and_is_validated():
+    import pytest
+
+    from vljepa.decoder import _mix
+
+    z = torch.nn.functional.normalize(torch.randn(400, 16), dim=-1)
+    cfg = DecoderTrainConfig(mix_prob=0.5, mix_min=0.7)
+    out = _mix(z, cfg, torch.Generator().manual_seed(0))
+    cos = (out * z).sum(dim=1)
+    unchanged = torch.isclose(cos, torch.ones_like(cos), atol=1e-6)
+    assert 0.35 < unchanged.float().mean() < 0.65  # about half the rows are mixed
+    assert torch.allclose(out.norm(dim=1), torch.ones(400), atol=1e-5)
+    # a mixed row stays nearer its own embedding than any other row of the batch
+    assert bool(((out @ z.T).argmax(dim=1) == torch.arange(400)).all())
+    with pytest.raises(ValueError, match="mix_min"):
+        DecoderTrainConfig(mix_prob=0.5, mix_min=0.4)
+
+
+def test_training_on_mixtures_decodes_windows_straddling_two_captions_to_the_dominant_one():
+    torch.manual_seed(1)
+    emb = torch.nn.functional.normalize(torch.randn(len(CAPTIONS), 24), dim=-1)
+    dec = YDecoder.build(embed_dim=24, corpus=CAPTIONS, hidden_size=64, num_layers=2, vocab_size=300)
+    train_decoder(dec, emb, CAPTIONS, DecoderTrainConfig(steps=200, batch_size=5, lr=5e-3, mix_prob=0.5, mix_min=0.6),
+                  progress=False)
+    mixed = 0.7 * emb + 0.3 * emb.roll(1, dims=0)  # a window 70 % inside one event, 30 % in the previous
+    assert dec.generate(mixed) == CAPTIONS

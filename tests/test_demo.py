@@ -17,7 +17,8 @@ from vljepa.demo import main
 
 TINY = ["--steps", "12", "--x-encoder", "pretrained", "--compare-steps", "6", "--pretrain-seconds", "0", "--pretrain-max-steps", "4",
         "--batch-size", "16", "--train-clips", "48", "--test-clips", "20", "--decoder-steps", "10",
-        "--long-videos", "1", "--calib-videos", "1", "--events", "4", "--embed-dim", "32"]
+        "--long-videos", "2", "--calib-videos", "1", "--decoder-videos", "1", "--events", "4", "--embed-dim", "32",
+        "--seeds", "2", "--kinds", "hard_cut,gradual", "--bootstrap", "20"]
 
 
 def _finite(x) -> bool:
@@ -43,12 +44,26 @@ def test_demo_end_to_end(tmp_path):
     assert res["arms"]["random_x_encoder"]["steps"] == 6 and res["train"]["step"] == 12
     assert res["pretrain"]["steps"] == 4
     assert all(_finite(h["loss"]) for h in res["train"]["history"])
-    assert all(_finite(r["cider"]) and _finite(r["decodes_per_s"]) for r in res["selective_decoding"]["rows"])
+    sd = res["selective_decoding"]
+    assert set(sd["headline"]) == {"offline/mean", "online"} and sd["protocol"]["seeds"] == [0, 1]
+    for entry in sd["headline"].values():  # mean over seeds, its CI, and every seed's value
+        assert _finite(entry["value"]) and len(entry["per_seed"]) == 2 and entry["ci"][0] <= entry["ci"][1]
+    assert set(sd["pooled"]) == set(sd["across_seeds"]) == {"hard_cut", "gradual"}
+    for summary in sd["pooled"].values():
+        assert set(summary["curves"]) == {"uniform/mean", "uniform/midpoint", "offline/mean", "offline/midpoint",
+                                          "online"}
+        assert all(_finite(c) for curve in summary["curves"].values() for c in curve["cider"])
+    assert [r["seed"] for r in sd["per_seed"]] == [0, 1] and len(res["seeds"]) == 2
+    quality = sd["per_seed"][0]["decoder_quality"]["hard_cut"]["final"]
+    assert all(_finite(quality[k]) for k in ("text", "event_mean", "event_midpoint"))
     assert all(_finite(v) for v in res["decode_reduction_at_equal_cider"].values())
+    assert (out / "seeds" / "1" / "pretrained_x" / "run" / "model" / "y_decoder" / "decoder.json").is_file()
+    assert "fewer decodes than uniform at equal CIDEr" in (out / "summary.txt").read_text()
     for fig in ("losses.png", "cider_vs_rate.png", "timeline.png"):
         assert (out / fig).stat().st_size > 1000, fig
     report = (out / "report.md").read_text()
     assert "random_x_encoder" in report and "pretrained_x_encoder" in report
+    assert "Decoder quality alone" in report and "latency" in report and "per hour" in report
     # the demo model's frozen X-encoder weights were saved with it (no hub source for a tiny one)
     assert (out / "pretrained_x" / "run" / "model" / "config.json").is_file()
 

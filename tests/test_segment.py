@@ -1,15 +1,18 @@
-"""Tests for vljepa.segment: offline Ward segmentation, the online trigger, budgets, uniform stride."""
+"""Tests for vljepa.segment: offline Ward segmentation (one tree, every cut), the settled online
+trigger, budgets, and the uniform-stride baseline with the same pooling choices."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
+from sklearn.cluster import AgglomerativeClustering
 
 from vljepa.segment import (
     DecodeBudget,
-    OnlineEmit,
     Representative,
     TriggerConfig,
+    WardTree,
+    chain_connectivity,
     contiguous_segments,
     online_points,
     segment_offline,
@@ -17,15 +20,19 @@ from vljepa.segment import (
 )
 
 
-def piecewise_stream(lengths, dim=16, noise=0.02, seed=0):
-    """A stream that holds one random direction per piece, plus small noise; returns times, embs, bounds."""
+def piecewise_stream(lengths, dim=16, noise=0.02, seed=0, ramp=0):
+    """A stream that holds one random direction per piece (plus small noise), with `ramp`-step
+    linear mixes between pieces like a sliding window over a cut; returns times, embs, starts."""
     rng = np.random.default_rng(seed)
     levels = rng.normal(size=(len(lengths), dim))
-    embs = np.concatenate([np.repeat(levels[i:i + 1], n, axis=0) for i, n in enumerate(lengths)])
-    embs = embs + noise * rng.normal(size=embs.shape)
-    times = np.arange(len(embs)) * 0.5  # 2 Hz stream
-    bounds = np.cumsum(lengths)[:-1].tolist()
-    return times, embs, bounds
+    rows = []
+    for i, n in enumerate(lengths):
+        rows += [levels[i]] * n
+        if ramp and i + 1 < len(lengths):
+            rows += [(1 - a) * levels[i] + a * levels[i + 1] for a in np.linspace(0, 1, ramp + 2)[1:-1]]
+    embs = np.stack(rows) + noise * rng.normal(size=(len(rows), dim))
+    starts = np.cumsum([n + ramp for n in lengths])[:-1].tolist()  # first step of each later piece
+    return np.arange(len(embs)) * 0.5, embs, starts  # 2 Hz stream
 
 
 def test_piecewise_constant_stream_is_segmented_at_its_change_points():
@@ -39,8 +46,20 @@ def test_piecewise_constant_stream_is_segmented_at_its_change_points():
     starts = [0] + bounds
     for p, lo, n in zip(points, starts, lengths):
         assert times[lo] <= p.t <= times[lo + n - 1]
-        level = embs[lo:lo + n].mean(axis=0)
-        np.testing.assert_allclose(p.embedding, level)
+        np.testing.assert_allclose(p.embedding, embs[lo:lo + n].mean(axis=0))
+        assert p.emitted_t == times[-1]  # offline: known only once the stream has ended
+
+
+def test_one_ward_tree_gives_every_cut_of_sklearns_clustering():
+    rng = np.random.default_rng(7)
+    embs = np.cumsum(rng.normal(size=(60, 8)), axis=0)  # a wandering stream: no obvious cuts
+    tree = WardTree(embs)
+    x = embs / np.linalg.norm(embs, axis=1, keepdims=True)
+    for n in (1, 2, 3, 5, 11, 30, 59, 60):
+        labels = AgglomerativeClustering(n_clusters=n, linkage="ward",
+                                         connectivity=chain_connectivity(60)).fit_predict(x)
+        expected = [0] + [i for i in range(1, 60) if labels[i] != labels[i - 1]] + [60]
+        assert [lo for lo, _ in tree.segments(n)] + [60] == expected, n
 
 
 def test_midpoint_representative_takes_the_middle_embedding():
@@ -60,55 +79,80 @@ def test_budget_rate_is_respected_by_offline_and_uniform(rate):
         assert all(a.t < b.t for a, b in zip(points, points[1:]))
 
 
-def test_uniform_spans_are_equal_and_cover_the_stream():
+def test_uniform_pools_like_selective_and_spans_are_equal():
     times, embs, _ = piecewise_stream([40], seed=2)
-    points = uniform_points(times, embs, DecodeBudget(max_decodes=4))
-    assert [round(p.t, 2) for p in points] == [2.25, 7.25, 12.25, 17.25]
+    mean = uniform_points(times, embs, DecodeBudget(max_decodes=4))  # default pooling: the span mean
+    assert [round(p.t, 2) for p in mean] == [2.25, 7.25, 12.25, 17.25]
+    np.testing.assert_allclose(mean[1].embedding, embs[10:20].mean(axis=0))
+    assert mean[1].emitted_t == times[19]  # a live uniform decoder needs the whole span
+    mid = uniform_points(times, embs, DecodeBudget(max_decodes=4), rep=Representative.MIDPOINT)
+    np.testing.assert_allclose(mid[1].embedding, embs[14])
 
 
-def test_online_trigger_fires_on_a_shift_and_not_on_noise_below_threshold():
-    cfg = TriggerConfig(smooth=2, window=3, cosine_threshold=0.3, min_gap_s=0.0)
-    # one direction with noise well below the threshold: only the initial decode
-    times, embs, _ = piecewise_stream([60], noise=0.05, seed=3)
-    assert len(online_points(times, embs, cfg)) == 1
-    # the same noise plus two shifts: one decode per piece, each shortly after its change point
-    times, embs, bounds = piecewise_stream([20, 20, 20], noise=0.05, seed=3)
-    points = online_points(times, embs, cfg)
+def test_online_decodes_each_change_once_after_it_settles():
+    """10 pieces joined by 4-step window mixes (what a 2-s window at 2 Hz sees at a cut): one
+    decode per piece, of the settled content, never of the half-mixed transition."""
+    lengths = [12, 9, 15, 10, 8, 14, 11, 9, 13, 10]
+    times, embs, starts = piecewise_stream(lengths, noise=0.01, seed=3, ramp=4)
+    for smooth in (1, 3):
+        cfg = TriggerConfig(cosine_threshold=0.3, smooth=smooth, settle_steps=2, settle_tol=0.01, min_gap_s=0.0)
+        points = online_points(times, embs, cfg)
+        assert len(points) == len(lengths), smooth
+        for p, lo, n in zip(points, [0, *starts], lengths):
+            level = embs[lo:lo + n].mean(axis=0)
+            cos = p.embedding @ level / np.linalg.norm(p.embedding) / np.linalg.norm(level)
+            assert cos > 0.99  # the piece itself, not a mixture (a half mix has cos ~0.7)
+            assert times[lo] <= p.t <= times[lo + n - 1]
+            assert times[lo] <= p.emitted_t <= times[lo] + 0.5 * (1 + smooth)  # settle lag only
+
+
+def test_a_passing_distractor_is_not_decoded_but_a_slow_drift_is():
+    rng = np.random.default_rng(4)
+    a, b = rng.normal(size=(2, 16))
+    blip = np.stack([a] * 20 + [b] * 2 + [a] * 20)  # 2 steps away and back: settles where it was
+    cfg = TriggerConfig(cosine_threshold=0.3, settle_steps=2, settle_tol=0.05, min_gap_s=0.0)
+    assert len(online_points(np.arange(42) * 0.5, blip, cfg)) == 1
+    drift = np.stack([(1 - w) * a + w * b for w in np.linspace(0, 1, 60)])  # never settles at this tol
+    points = online_points(np.arange(60) * 0.5, drift, TriggerConfig(cosine_threshold=0.3, settle_tol=1e-4,
+                                                                     max_wait_s=4.0, min_gap_s=0.0))
+    assert len(points) >= 2  # the drift is decoded although it never settles ...
+    assert all(q.emitted_t - p.emitted_t >= 4.0 for p, q in zip(points[1:], points[2:]))  # ... after max_wait
+
+
+def test_an_event_shorter_than_the_window_is_decoded_at_its_least_mixed_moment():
+    rng = np.random.default_rng(8)
+    a, b, c = rng.normal(size=(3, 16))
+    ramp = lambda x, y: [(1 - w) * x + w * y for w in np.linspace(0, 1, 6)[1:-1]]  # noqa: E731
+    rows = [a] * 20 + ramp(a, b) + [b] + ramp(b, c) + [c] * 20  # b is never stable for 2 steps
+    times = np.arange(len(rows)) * 0.5
+    cfg = TriggerConfig(cosine_threshold=0.2, settle_steps=2, settle_tol=0.01, max_wait_s=3.0, min_gap_s=0.0)
+    points = online_points(times, np.stack(rows), cfg)
     assert len(points) == 3
-    for p, b in zip(points[1:], bounds):
-        assert times[b] <= p.t <= times[b] + 1.5  # at most smoothing lag after the change
-
-
-def test_online_variance_signal_fires_on_a_shift():
-    cfg = TriggerConfig(smooth=1, window=3, cosine_threshold=None, variance_threshold=0.5, min_gap_s=3.0)
-    times, embs, bounds = piecewise_stream([20, 20], noise=0.05, seed=4)
-    points = online_points(times, embs, cfg)
-    assert len(points) == 2 and points[1].t == times[bounds[0]]
+    short = points[1]
+    cos = [short.embedding @ v / np.linalg.norm(v) for v in (a, b, c)]
+    assert int(np.argmax(cos)) == 1 and abs(short.t - times[24]) <= 0.5  # centred on b
+    assert short.emitted_t - times[20] <= 3.0 + 2.0  # detection inside the 2-s ramp, then at most max_wait
 
 
 def test_online_min_gap_and_budget_are_respected():
-    times, embs, _ = piecewise_stream([2] * 40, seed=5)  # a change every second
-    cfg = TriggerConfig(smooth=1, cosine_threshold=0.1, min_gap_s=0.0)
+    times, embs, _ = piecewise_stream([4] * 30, seed=5)  # a change every 2 s
+    cfg = TriggerConfig(cosine_threshold=0.1, settle_tol=0.05, min_gap_s=0.0)
     free = online_points(times, embs, cfg)
-    assert len(free) == 40
-    gap = online_points(times, embs, TriggerConfig(smooth=1, cosine_threshold=0.1, min_gap_s=3.0))
-    assert min(b.t - a.t for a, b in zip(gap, gap[1:])) >= 3.0
+    assert len(free) == 30
+    gap = online_points(times, embs, TriggerConfig(cosine_threshold=0.1, settle_tol=0.05, min_gap_s=3.0))
+    assert min(b.emitted_t - a.emitted_t for a, b in zip(gap, gap[1:])) >= 3.0
     capped = online_points(times, embs, cfg, DecodeBudget(max_decodes=7))
     assert len(capped) == 7
     rated = online_points(times, embs, cfg, DecodeBudget(rate_hz=0.25))
     for i, p in enumerate(rated):  # at every decode the running rate stays within budget
-        assert i < 1 + 0.25 * (p.t - times[0])
+        assert i < 1 + 0.25 * (p.emitted_t - times[0])
 
 
-def test_online_segment_mean_emits_closed_segments_and_respects_the_cap():
-    times, embs, bounds = piecewise_stream([10, 10, 10], noise=0.01, seed=6)
-    cfg = TriggerConfig(smooth=1, cosine_threshold=0.3, min_gap_s=0.0, emit=OnlineEmit.SEGMENT_MEAN)
+def test_online_variance_signal_detects_a_shift():
+    cfg = TriggerConfig(cosine_threshold=None, variance_threshold=0.3, window=3, settle_tol=0.05, min_gap_s=0.0)
+    times, embs, starts = piecewise_stream([20, 20], noise=0.01, seed=6)
     points = online_points(times, embs, cfg)
-    assert len(points) == 3
-    assert points[0].start == times[0] and points[0].end == times[bounds[0]]
-    unit = embs / np.linalg.norm(embs, axis=1, keepdims=True)  # the trigger works on unit vectors
-    np.testing.assert_allclose(points[0].embedding, unit[:10].mean(axis=0))
-    assert len(online_points(times, embs, cfg, DecodeBudget(max_decodes=2))) == 2
+    assert len(points) == 2 and times[starts[0]] < points[1].t <= times[starts[0] + 3]
 
 
 def test_bad_budget_and_trigger_settings_fail_clearly():
@@ -116,5 +160,7 @@ def test_bad_budget_and_trigger_settings_fail_clearly():
         DecodeBudget(rate_hz=0)
     with pytest.raises(ValueError, match="both are None"):
         TriggerConfig(cosine_threshold=None, variance_threshold=None)
+    with pytest.raises(ValueError, match="settle_tol"):
+        TriggerConfig(cosine_threshold=None, variance_threshold=0.5)
     with pytest.raises(ValueError, match="n_segments"):
         contiguous_segments(np.zeros((3, 2)), 5)

@@ -1,24 +1,35 @@
-"""Tests for eval.captioning (CIDEr), eval.selective_decoding (matching, decode reduction) and the sweep."""
+"""Tests for eval.captioning (CIDEr, the bootstrap scorer), eval.selective_decoding (matching, curves,
+isotonic fits, equal-quality rates, bootstrap, seeds) and vljepa.selective_eval (grids, sweep)."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
+from sklearn.isotonic import IsotonicRegression
 
-from eval.captioning import cider_score, normalize_caption
+from eval.captioning import CorpusCider, cider_score, normalize_caption
 from eval.selective_decoding import (
-    Strategy,
+    CaptionCache,
+    Corpus,
+    Curve,
+    ProtocolConfig,
     VideoStream,
-    decode_reduction,
-    headline_reduction,
+    analyze,
+    change_latency,
+    combine_seeds,
+    concat_curves,
+    monotone_fit,
     nearest_decoded,
-    plot_sweep,
-    uniform_rate_for,
+    rate_to_reach,
+    summarize,
 )
-from vljepa.selective_eval import sweep
+from eval.selective_report import plot_analyses
+from vljepa.segment import DecodePoint
+from vljepa.selective_eval import BASELINE, SELECTIVE, SweepConfig, decoder_quality, measure, settings
 
 BANK = ["a red 3 moves left", "a blue 7 grows", "a green 1 fades out", "a white 5 spins around",
         "a yellow 2 moves up", "a purple 9 shrinks"]
+WORDS = "a red blue green 3 7 1 moves left right up grows shrinks the digit is".split()
 
 
 class CountingDecoder:
@@ -56,6 +67,10 @@ def centers():
     return c / np.linalg.norm(c, axis=1, keepdims=True)
 
 
+def _sentence(rng) -> str:
+    return " ".join(rng.choice(WORDS, rng.integers(2, 8)))
+
+
 def test_cider_scores_a_set_at_once_and_rejects_single_items():
     refs = [["a red digit moves left"], ["a blue three appears"], ["the seven turns green"]]
     perfect, per = cider_score(refs, [r[0] for r in refs])
@@ -67,6 +82,23 @@ def test_cider_scores_a_set_at_once_and_rejects_single_items():
     assert normalize_caption("A Red, 3!  moves") == "a red 3 moves"
 
 
+def test_corpus_cider_equals_pycocoevalcap_on_the_corpus_and_on_resampled_corpora():
+    rng = np.random.default_rng(0)
+    refs = [[_sentence(rng) for _ in range(rng.integers(1, 4))] for _ in range(30)]
+    cands = [_sentence(rng) for _ in range(30)]
+    scorer = CorpusCider(refs)
+    _, per = cider_score(refs, cands)
+    np.testing.assert_allclose(scorer.scores(list(enumerate(cands)))[0], per, rtol=1e-12)
+    draws = [rng.integers(0, 30, 30) for _ in range(3)]  # bootstrap: items repeated, others missing
+    weights = np.stack([np.bincount(d, minlength=30) for d in draws]).astype(float)
+    scores = scorer.scores(list(enumerate(cands)), weights)  # (3, 30)
+    for d, w, s in zip(draws, weights, scores):
+        expected, _ = cider_score([refs[i] for i in d], [cands[i] for i in d])  # IDF of the resampled list
+        assert (w * s).sum() / w.sum() == pytest.approx(expected, rel=1e-12)
+    with pytest.raises(ValueError, match="weights"):
+        scorer.scores([(0, "a")], np.ones((2, 3)))
+
+
 def test_nearest_decoded_prefers_captions_inside_the_event():
     truth = [(0, 10, None), (10, 12, None), (12, 40, None)]
     assert nearest_decoded(truth, [9.0, 13.0, 30.0]) == [0, 0, 2]
@@ -74,45 +106,165 @@ def test_nearest_decoded_prefers_captions_inside_the_event():
     assert nearest_decoded([(0, 10, None)], [1.0, 4.5, 9.0]) == [1]
 
 
-def test_counting_decoder_is_called_exactly_as_often_as_reported(centers):
-    streams = [make_stream(s, centers) for s in (1, 2)]
-    cal = [make_stream(9, centers)]
-    fake = CountingDecoder(centers)
-    rows = sweep(streams, fake, rates=[1.0, 0.2, 0.05], calibration=cal)
-    assert len(rows) == 9
-    assert fake.embeddings_seen == sum(r["n_decodes"] for r in rows)
-    assert fake.calls == len(rows) * len(streams)  # one batched call per video per row
-    duration = sum(s.duration for s in streams)
-    for r in rows:
-        assert r["decodes_per_s"] == pytest.approx(r["n_decodes"] / duration)
-        assert r["n_decodes"] <= len(streams) * (1 + r["target_hz"] * duration)  # budget respected
+def test_caption_cache_decodes_each_distinct_embedding_once():
+    seen = []
+    cache = CaptionCache(lambda e: seen.append(len(e)) or [f"c{float(x[0]):.0f}" for x in e])
+    embs = np.array([[1.0, 0], [2, 0], [1, 0], [3, 0]])
+    assert cache(embs) == ["c1", "c2", "c1", "c3"]
+    assert cache(embs[::-1]) == ["c3", "c1", "c2", "c1"]
+    assert seen == [3] and cache.calls == 1 and cache.decoded == 3  # the second call decoded nothing
 
 
-def test_selective_decoding_beats_uniform_at_low_rates(centers, tmp_path):
+def test_monotone_fit_is_sklearns_isotonic_regression_on_log_rate():
+    rng = np.random.default_rng(1)
+    rates = np.repeat(np.geomspace(0.01, 2, 25), 2)  # ties, like equal rates of two settings
+    quality = np.log(rates) + rng.normal(0, 1, len(rates))
+    grid = np.linspace(np.log(0.005), np.log(3), 200)
+    expected = IsotonicRegression(out_of_bounds="clip").fit(np.log(rates), quality).predict(grid)
+    np.testing.assert_allclose(monotone_fit(rates, quality, grid), expected, atol=1e-12)
+    batch = monotone_fit(rates, np.stack([quality, -quality]), grid)
+    assert batch.shape == (2, 200) and np.allclose(batch[0], expected)
+    assert np.all(np.diff(batch[1]) >= 0)
+
+
+def test_rate_to_reach_interpolates_and_says_never():
+    grid = np.log(np.array([0.1, 1.0, 10.0]))
+    fit = np.array([1.0, 3.0, 5.0])
+    assert rate_to_reach(grid, fit, 2.0) == pytest.approx(10 ** -0.5)
+    assert rate_to_reach(grid, fit, 0.5) == pytest.approx(0.1)
+    assert np.isnan(rate_to_reach(grid, fit, 5.5))
+
+
+def _synthetic_curves(n_videos=8, events=10, seed=0):
+    """Curves whose quality is known: at rate r a fraction min(1, r / r_full) of the events get their
+    own caption, the rest a wrong one. Uniform needs r_full = 0.8 Hz, selective 0.2 Hz."""
+    rng = np.random.default_rng(seed)
+    refs = [[f"a red {v} moves left number {e}"] for v in range(n_videos) for e in range(events)]
+    streams = [VideoStream(np.arange(100) * 1.0, np.zeros((100, 2)),
+                           [(10 * e, 10 * e + 10, refs[v * events + e]) for e in range(events)]) for v in range(n_videos)]
+    n_events = n_videos * events
+    texts = [r[0] for r in refs] + ["zzz"]
+
+    def curve(label, r_full):
+        rates = np.geomspace(0.01, 2.0, 30)
+        caps = []
+        for r in rates:
+            right = rng.permutation(n_events) < round(min(1.0, r / r_full) * n_events)
+            caps.append(np.where(right, np.arange(n_events), n_events))
+        return Curve(label, rates, rates * 100 * n_videos, 100.0 * n_videos, np.array(caps), texts,
+                     np.full((30, n_videos), np.nan))
+
+    curves = {"uniform/mean": curve("uniform/mean", 0.8), "uniform/midpoint": curve("uniform/midpoint", 1.2),
+              "offline/mean": curve("offline/mean", 0.2), "online": curve("online", 1e9)}
+    return Corpus.of(streams), curves
+
+
+def test_analyze_recovers_a_known_decode_reduction_with_a_bootstrap_interval(tmp_path):
+    corpus, curves = _synthetic_curves()
+    cfg = ProtocolConfig(n_boot=200)
+    a = analyze(corpus, curves, ["uniform/mean", "uniform/midpoint"], ["offline/mean", "online"], cfg)
+    assert a.point["uniform:best_cider"] == pytest.approx(10.0)
+    for level in (0.9, 0.95, 1.0):  # the better uniform pooling (0.8 Hz) against selective (0.2 Hz): 4x
+        assert a.point[f"offline/mean@{level}:reduction"] == pytest.approx(4.0, rel=0.2)
+        lo, hi = summarize(a, cfg)["metrics"][f"offline/mean@{level}:reduction"]["ci"]
+        assert lo <= a.point[f"offline/mean@{level}:reduction"] <= hi
+        assert np.isnan(a.point[f"online@{level}:hz"]) and a.point[f"online@{level}:reduction"] == 0.0
+    assert a.point["offline/mean:area"] > 0 > a.point["online:area"]
+    summary = summarize(a, cfg, seconds_per_decode=0.01)
+    cost = summary["cost_per_hour"]
+    assert cost["offline/mean"]["decoder_calls_per_hour"] == pytest.approx(3600 * a.point["offline/mean@0.95:hz"])
+    assert cost["uniform"]["decoder_s_per_hour"] == pytest.approx(36 * a.point["uniform@0.95:hz"])
+    plot_analyses({"synthetic": a}, str(tmp_path / "curves.png"))
+    assert (tmp_path / "curves.png").stat().st_size > 1000
+
+
+def test_seeds_combine_as_geometric_means_with_a_two_level_interval():
+    cfg = ProtocolConfig(n_boot=100)
+    analyses = []
+    for seed in range(3):
+        corpus, curves = _synthetic_curves(seed=seed)
+        analyses.append(analyze(corpus, curves, ["uniform/mean", "uniform/midpoint"], ["offline/mean"], cfg))
+    out = combine_seeds(analyses, cfg)
+    entry = out["offline/mean@0.95:reduction"]
+    values = [a.point["offline/mean@0.95:reduction"] for a in analyses]
+    assert entry["per_seed"] == pytest.approx(values)
+    assert entry["value"] == pytest.approx(np.exp(np.mean(np.log(values))))
+    assert entry["ci"][0] <= entry["value"] <= entry["ci"][1]
+    assert out["uniform:best_cider"]["value"] == pytest.approx(10.0)
+
+
+def test_concat_curves_keeps_common_settings_and_remaps_captions():
+    a = Curve("x", np.array([1.0, 0.5]), np.array([10.0, 5.0]), 10.0, np.array([[0, 1], [1, 1]]), ["p", "q"],
+              np.array([[1.0], [2.0]]))
+    b = Curve("x", np.array([0.5, 0.25]), np.array([4.0, 2.0]), 8.0, np.array([[0], [0]]), ["q"], np.array([[3.0], [4.0]]))
+    c = concat_curves([a, b])
+    assert c.params.tolist() == [0.5] and c.n_decodes.tolist() == [9.0] and c.duration_s == 18.0
+    assert [c.texts[i] for i in c.captions[0]] == ["q", "q", "q"] and c.latency_s.tolist() == [[2.0, 3.0]]
+
+
+def test_change_latency_counts_from_the_change_to_the_first_caption_inside_the_new_event():
+    truth = [(0, 10, None), (10, 20, None), (20, 30, None)]
+    pts = [DecodePoint(2, np.zeros(1), 0, 0, 3.0), DecodePoint(12, np.zeros(1), 0, 0, 13.0),
+           DecodePoint(11, np.zeros(1), 0, 0, 14.0)]
+    lat = change_latency(truth, pts, lag_s=1.0)
+    assert lat[0] == pytest.approx(4.0) and np.isnan(lat[1])  # 13 + 1 - 10; nothing inside the third
+
+
+def test_bootstrap_resamples_videos_within_each_stratum():
+    streams = [VideoStream(np.arange(4.0), np.zeros((4, 1)), [(0, 2, ["a"]), (2, 4, ["b"])]) for _ in range(5)]
+    corpus = Corpus.of(streams, strata=[0, 0, 0, 1, 1])
+    w = corpus.bootstrap_weights(50, np.random.default_rng(0))  # (B, E) event counts
+    per_video = w[:, ::2]  # the two events of a video always share its count
+    np.testing.assert_array_equal(per_video, w[:, 1::2])
+    assert np.all(per_video[:, :3].sum(axis=1) == 3) and np.all(per_video[:, 3:].sum(axis=1) == 2)
+
+
+def test_grids_are_fine_every_stride_and_every_segment_count(centers):
+    streams = [make_stream(s, centers, n_events=15) for s in (3, 4)]
+    cfg = SweepConfig()
+    uniform = settings(streams, "uniform/mean", cfg)
+    assert [round(2.0 / p) for p, _ in uniform[:40]] == list(range(1, 41))  # every stride up to 40 steps
+    offline = [p for p, _ in settings(streams, "offline/mean", cfg)]
+    assert len(offline) > 60 and min(offline) < 0.01 and max(offline) == pytest.approx(2.0)
+
+
+def test_sweep_decodes_only_matched_points_and_selective_beats_uniform(centers):
     streams = [make_stream(s, centers, n_events=15) for s in (3, 4, 5)]
-    cal = [make_stream(s, centers, n_events=15) for s in (10, 11)]
     fake = CountingDecoder(centers)
-    rows = sweep(streams, fake, rates=[2.0, 0.5, 0.1, 0.05, 0.02], calibration=cal)
-    by = {(r["strategy"], r["target_hz"]): r for r in rows}
-    assert by[("uniform", 2.0)]["cider"] == pytest.approx(10.0)  # perfect decoder, dense decoding
-    for hz in (0.1, 0.05):
-        assert by[("offline", hz)]["cider"] > by[("uniform", hz)]["cider"]
-    table = decode_reduction(rows, Strategy.OFFLINE.value)
-    head = headline_reduction(table, at_hz=0.1)
-    assert head["reduction"] > 1.5
-    plot_sweep(rows, str(tmp_path / "sweep.png"))
-    assert (tmp_path / "sweep.png").stat().st_size > 1000
+    cache = CaptionCache(fake)
+    from vljepa.segment import TriggerConfig
+
+    curves = measure(streams, cache, TriggerConfig(settle_tol=0.2), SweepConfig(thresholds=(0.01, 1.0, 12)))
+    n_events = sum(len(s.truth) for s in streams)
+    assert fake.embeddings_seen == cache.decoded <= sum(len(c.params) for c in curves.values()) * n_events
+    assert curves["uniform/mean"].n_decodes[0] == sum(len(s.times) for s in streams)  # stride 1: every window
+    a = analyze(Corpus.of(streams), curves, BASELINE, SELECTIVE, ProtocolConfig(n_boot=50))
+    assert a.point["uniform:best_cider"] == pytest.approx(10.0)  # perfect decoder, dense decoding
+    assert a.point["offline/mean@0.95:reduction"] > 1.5 and a.point["offline/mean:area"] > 0
 
 
-def test_uniform_rate_for_interpolates_in_log_rate():
-    uniform = [{"decodes_per_s": 0.1, "cider": 2.0}, {"decodes_per_s": 1.0, "cider": 6.0},
-               {"decodes_per_s": 0.01, "cider": 1.0}]
-    rate, bound = uniform_rate_for(4.0, uniform)
-    assert bound == "exact" and rate == pytest.approx(10 ** -0.5)
-    assert uniform_rate_for(9.0, uniform) == (1.0, "lower")
-    assert uniform_rate_for(0.5, uniform) == (0.01, "upper")
+def test_decoder_quality_alone_scores_text_and_oracle_segments(centers):
+    streams = [make_stream(s, centers) for s in (1, 2)]
+    fake = CountingDecoder(centers)
+    q = decoder_quality(streams, fake, text_embed=lambda texts: centers[[BANK.index(t) for t in texts]], lag_s=0.5)
+    assert q["text"] == pytest.approx(10.0) and q["event_mean"] == pytest.approx(10.0)
+    assert q["n_events"] == 24 and 0 < q["event_midpoint"] <= 10.0
 
 
-def test_online_sweep_requires_separate_calibration(centers):
-    with pytest.raises(ValueError, match="calibration"):
-        sweep([make_stream(1, centers)], CountingDecoder(centers), [0.5], strategies=[Strategy.ONLINE])
+def test_protocol_settings_are_checked():
+    with pytest.raises(ValueError, match="headline_level"):
+        ProtocolConfig(levels=(0.9,), headline_level=0.95)
+    with pytest.raises(ValueError, match="thresholds"):
+        SweepConfig(thresholds=(1.0, 0.1, 5))
+
+
+def test_a_curve_whose_settings_share_one_rate_still_gets_a_fit():
+    corpus, curves = _synthetic_curves()
+    one = curves["offline/mean"]
+    curves["offline/mean"] = Curve(one.label, one.params[12:13], one.n_decodes[12:13], one.duration_s,
+                                   one.captions[12:13], one.texts, one.latency_s[12:13])
+    a = analyze(corpus, curves, ["uniform/mean", "uniform/midpoint"], ["offline/mean"], ProtocolConfig(n_boot=5))
+    assert np.isfinite(a.point["offline/mean:best_cider"])
+    with pytest.raises(ValueError, match="share no setting"):
+        concat_curves([one, Curve(one.label, np.array([123.0]), np.ones(1), 1.0, one.captions[:1], one.texts,
+                                  one.latency_s[:1])])

@@ -93,13 +93,37 @@ def test_short_video_gives_one_window():
     assert len(out) == 1 and out[0][1].shape[0] == 4
 
 
-def test_embed_stream_batches_windows():
+def test_embed_stream_yields_each_window_as_soon_as_it_is_complete():
+    """Per-window by default: the first embedding is out after ONE window (it used to wait for a
+    full batch of 8, ~3.5 s of extra trigger latency at a 0.5-s stride); batching is explicit."""
+    pulled = []
+
+    def windows(cfg):
+        for item in iter_windows(synthetic_frames(6, 4), cfg, Tracking()):
+            pulled.append(item[0])
+            yield item
+
+    cfg = StreamConfig(window_s=1.0, stride_s=0.5, frames_per_window=2)
+    assert cfg.batch_size == 1
+    model, stats = FakeModel(), {}
+    stream = embed_stream(model, windows(cfg), cfg, stats)
+    t, e = next(stream)
+    assert len(pulled) == 1 and t == pulled[0] and e.shape == (3,)
+    out = [(t, e), *stream]
+    assert len(out) == stats["windows"] == model.calls == 10
+    # throughput mode: 4 windows per model call, so the first waits for three more
+    pulled.clear()
     cfg = StreamConfig(window_s=1.0, stride_s=0.5, frames_per_window=2, batch_size=4)
     model, stats = FakeModel(), {}
-    out = list(embed_stream(model, iter_windows(synthetic_frames(6, 4), cfg, Tracking()), cfg, stats))
-    assert len(out) == stats["windows"] == 10
-    assert model.calls == 3  # ceil(10 / 4)
-    assert all(e.shape == (3,) for _, e in out)
+    stream = embed_stream(model, windows(cfg), cfg, stats)
+    next(stream)
+    assert len(pulled) == 4
+    batched = [out[0], *stream]
+    assert model.calls == stats["model_calls"] == 3 and len(batched) == 10  # ceil(10 / 4)
+    for (ta, ea), (tb, eb) in zip(out, batched):
+        assert ta == tb and np.allclose(ea, eb)
+    with pytest.raises(ValueError, match="batch_size"):
+        StreamConfig(batch_size=0)
 
 
 def test_caption_stream_decodes_on_changes_and_counts_every_decoder_call():
@@ -142,7 +166,7 @@ def test_cli_streams_a_real_video_with_a_tiny_saved_model(tmp_path, capsys):
     save_decoder(YDecoder.build(embed_dim=32, corpus=["a red 3 moves left"], hidden_size=32, num_layers=1,
                                 vocab_size=300), tmp_path)
     rc = cli_main([str(carphone()), "--model", str(tmp_path), "--window", "1.0", "--stride", "0.5",
-                   "--threshold", "0.0", "--min-gap", "0.9", "--max-new-tokens", "4"])
+                   "--threshold", "0.0", "--settle-tol", "2.0", "--min-gap", "0.9", "--max-new-tokens", "4"])
     lines = capsys.readouterr().out.strip().splitlines()
     assert rc == 0
     summary = re.match(r"decodes: (\d+)\s+windows: (\d+)\s+frames: (\d+)", lines[-1])

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
+
 import av
 import numpy as np
 import pytest
@@ -10,6 +13,8 @@ import torch
 from vljepa.synthetic import (
     ACTIONS,
     Event,
+    StreamKind,
+    all_captions,
     class_names,
     make_clip_dataset,
     make_long_video,
@@ -96,3 +101,71 @@ def test_write_video_round_trip(tmp_path):
     assert err < 12  # lossy codec + yuv420 chroma subsampling, but the content survives
     with pytest.raises(ValueError, match="even"):
         write_video(tmp_path / "odd.mp4", torch.zeros(2, 3, 31, 32, dtype=torch.uint8), fps=4)
+
+
+def test_same_seed_same_clips_and_hard_cut_videos_as_before_stream_kinds():
+    """Hashes recorded on main before the stream kinds existed: the clip generator and the default
+    (hard-cut) long video are unchanged seed for seed."""
+    h = hashlib.sha256()
+    for c in make_clip_dataset(12, n_frames=6, size=32, seed=5):
+        h.update(c["frames"].numpy().tobytes())
+        h.update(json.dumps([c["caption"], c["query"], c["label"]]).encode())
+    assert h.hexdigest() == "1e08b3ad8c222f51b451ac0d2b6ef162fc06cdf3e65a7ae7732644a6b3c60c01"
+    frames, truth = make_long_video(seed=3, n_events=6, fps=4, size=32)
+    h = hashlib.sha256(frames.numpy().tobytes())
+    h.update(json.dumps(truth).encode())
+    assert h.hexdigest() == "993eb1c444fc5717053b57428a21b058c56293f26466807f3bccf01fee34cc2d"
+
+
+@pytest.mark.parametrize("kind", list(StreamKind))
+def test_every_stream_kind_is_deterministic_contiguous_and_changes_meaning_at_each_boundary(kind):
+    frames, truth = make_long_video(seed=4, n_events=10, fps=4, size=32, kind=kind)
+    again, truth2 = make_long_video(seed=4, n_events=10, fps=4, size=32, kind=kind.value)
+    assert torch.equal(frames, again) and truth == truth2
+    assert frames.dtype == torch.uint8 and frames.shape[1:] == (3, 32, 32)
+    assert truth[0][0] == 0.0 and truth[-1][1] == pytest.approx(frames.shape[0] / 4)
+    assert all(isinstance(x, float) for s, e, _ in truth for x in (s, e))
+    for (s0, e0, c0), (s1, _, c1) in zip(truth, truth[1:]):
+        assert e0 == s1 and e0 > s0 and c0 != c1
+    assert all(reference_captions(c)[0] == c for _, _, c in truth)
+
+
+def _sharpness(frames: torch.Tensor, truth) -> float:
+    """Median over boundaries of (largest frame-to-frame change within 2 s of the boundary) /
+    (change from 2 s before to 2 s after): ~1 for a cut, small when the change is spread out."""
+    f = frames.float()
+    ratios = []
+    for _, end, _ in truth[:-1]:
+        b = int(end * 4)
+        lo, hi = max(b - 8, 0), min(b + 8, len(f) - 1)
+        steps = (f[lo + 1:hi + 1] - f[lo:hi]).abs().mean(dim=(1, 2, 3))
+        ratios.append(float(steps.max() / (f[hi] - f[lo]).abs().mean()))
+    return float(np.median(ratios))
+
+
+def test_gradual_transitions_spread_the_change_over_seconds():
+    hard, truth = make_long_video(seed=5, n_events=12, fps=4, size=32)
+    soft, soft_truth = make_long_video(seed=5, n_events=12, fps=4, size=32, kind=StreamKind.GRADUAL)
+    assert [e - s for s, e, _ in truth] == [e - s for s, e, _ in soft_truth]  # same durations
+    assert _sharpness(hard, truth) > 0.9 and _sharpness(soft, soft_truth) < 0.7  # pixel noise sets a floor
+
+
+def test_recurring_distractor_and_short_long_kinds():
+    _, truth = make_long_video(seed=6, n_events=16, fps=4, size=32, kind=StreamKind.RECURRING)
+    captions = [c for _, _, c in truth]
+    assert len(set(captions)) <= 4 < len(captions)  # a pool of 4 events that come back later
+    hard, hard_truth = make_long_video(seed=6, n_events=8, fps=4, size=32)
+    busy, busy_truth = make_long_video(seed=6, n_events=8, fps=4, size=32, kind=StreamKind.DISTRACTOR)
+    assert busy_truth == hard_truth  # same events and captions ...
+    moved = (busy.int() - hard.int()).abs().sum(dim=(1, 2, 3)) > 0
+    assert moved.float().mean() > 0.9  # ... plus a blob no caption mentions, in (almost) every frame
+    _, mixed = make_long_video(seed=6, n_events=30, fps=4, size=32, kind=StreamKind.SHORT_LONG)
+    durations = np.array([e - s for s, e, _ in mixed])
+    assert (durations <= 2.0).sum() >= 8 and (durations >= 10.0).sum() >= 8
+
+
+def test_all_captions_cover_the_synthetic_world():
+    captions = all_captions()
+    assert len(captions) == len(set(captions)) == 10 * 8 * (9 + 7)
+    _, truth = make_long_video(seed=7, n_events=20, fps=4, size=32)
+    assert {c for _, _, c in truth} <= set(captions)

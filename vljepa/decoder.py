@@ -7,9 +7,11 @@ causal LM conditioned on the embedding through a learned prefix:
     [prefix ; caption tokens ; eos] -> causal LM -> next-token loss on the caption tokens only
 
 Training pairs are (Y-encoder(text), text); `train_decoder` takes any embeddings, so the same
-call continues on (predicted embedding, text) pairs, and `noise_std` adds Gaussian noise to the
-unit embeddings -- both close the gap between target and predicted embeddings. The decoder
-never shapes the VL-JEPA model: it is trained separately.
+call continues on (predicted embedding, text) pairs -- clips, and the sliding windows of
+training long videos labelled with their dominant event -- while `noise_std` adds Gaussian noise
+and `mix_prob` blends examples with another one (the label keeps the larger weight): all of it
+closes the gap between target embeddings and the predicted, window-mixed ones a stream hands
+the decoder. The decoder never shapes the VL-JEPA model: it is trained separately.
 
     dec = YDecoder.build(embed_dim=256, corpus=captions)       # tiny Llama of the real class
     train_decoder(dec, model.encode_text(captions), captions, DecoderTrainConfig(steps=300))
@@ -46,7 +48,14 @@ class DecoderTrainConfig:
     lr: float = 3e-3
     weight_decay: float = 0.0
     noise_std: float = 0.0  # Gaussian noise on the unit embedding, per coordinate
+    mix_prob: float = 0.0  # fraction of examples mixed with another example's embedding ...
+    mix_min: float = 0.6  # ... keeping a weight in [mix_min, 1] on their own (their text is the label)
     seed: int = 0
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.mix_prob <= 1 or not 0.5 <= self.mix_min <= 1:
+            raise ValueError(f"need 0 <= mix_prob <= 1 and 0.5 <= mix_min <= 1 (the label must dominate), "
+                             f"got {self.mix_prob}, {self.mix_min}")
 
 
 class YDecoder(nn.Module):
@@ -127,6 +136,8 @@ def train_decoder(decoder: YDecoder, embeddings: torch.Tensor, texts: Sequence[s
     for _ in tqdm(range(cfg.steps), desc="y-decoder", disable=not progress):
         idx = torch.randint(len(texts), (min(cfg.batch_size, len(texts)),), generator=gen)
         z = F.normalize(embeddings[idx], dim=-1)  # (b, D)
+        if cfg.mix_prob > 0:
+            z = _mix(z, cfg, gen)
         if cfg.noise_std > 0:
             z = z + cfg.noise_std * torch.randn(z.shape, generator=gen)
         loss = decoder(z.to(decoder.prefix.weight.device), [texts[i] for i in idx])["loss"]
@@ -138,6 +149,16 @@ def train_decoder(decoder: YDecoder, embeddings: torch.Tensor, texts: Sequence[s
         losses.append(float(loss.detach()))
     decoder.eval()
     return losses
+
+
+def _mix(z: torch.Tensor, cfg: DecoderTrainConfig, gen: torch.Generator) -> torch.Tensor:
+    """Blend a `mix_prob` fraction of the unit embeddings (b, D) with another row of the batch at a
+    weight in [mix_min, 1] on their own: what a window straddling two events looks like."""
+    n = len(z)
+    lam = cfg.mix_min + (1 - cfg.mix_min) * torch.rand(n, generator=gen)  # (b,)
+    lam = torch.where(torch.rand(n, generator=gen) < cfg.mix_prob, lam, torch.ones(n))
+    other = z[torch.randint(n, (n,), generator=gen)]
+    return F.normalize(lam[:, None] * z + (1 - lam[:, None]) * other, dim=-1)
 
 
 def save_decoder(decoder: YDecoder, model_dir: str | Path) -> Path:

@@ -29,20 +29,14 @@ import enum
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from eval.retrieval import evaluate_retrieval
-from eval.selective_decoding import (
-    Strategy,
-    VideoStream,
-    decode_reduction,
-    headline_reduction,
-    plot_sweep,
-)
+from eval.selective_report import plot_analyses
 from jepa_common.io import atomic_write_json, atomic_write_text, run_metadata
+from vljepa import demo_selective as ds
 from vljepa.cache import cache_features
-from vljepa.decoder import DecoderTrainConfig, YDecoder, save_decoder, train_decoder
+from vljepa.decoder import save_decoder
 from vljepa.modeling import VLJepaModel
 from vljepa.pretrain import PretrainConfig, install_x_encoder, pretrain_x_encoder
 from vljepa.processing import VideoTransform
@@ -57,13 +51,10 @@ from vljepa.recipe import (
     build_dataset,
     build_model,
 )
-from vljepa.selective_eval import select, sweep
-from vljepa.stream import StreamConfig, embed_stream, iter_windows
-from vljepa.synthetic import QUERIES, class_names, make_clip_dataset, make_long_video, reference_captions
+from vljepa.synthetic import QUERIES, class_names, make_clip_dataset
 from vljepa.tasks import text_embeddings, video_embeddings
 from vljepa.train import train as train_model
 
-RATES = [2.0, 1.0, 0.5, 0.35, 0.2, 0.1, 0.05, 0.02]
 QUERY = QUERIES[0]
 
 
@@ -130,36 +121,6 @@ def evaluate_clips(model, clips: list[dict]) -> dict:
             "chance_accuracy": 1 / len(classes), "t2v": ret["t2v"], "v2t": ret["v2t"]}
 
 
-def fit_decoder(model, clips: list[dict], args: argparse.Namespace) -> tuple[YDecoder, list[float]]:
-    """Stage 1 on Y-encoder embeddings of all paraphrases; stage 2 on predicted embeddings + noise."""
-    captions = [c["caption"] for c in clips]
-    texts = sorted({t for c in clips for t in c["captions"]})
-    dec = YDecoder.build(embed_dim=args.embed_dim, corpus=texts, hidden_size=128, num_layers=2, seed=args.seed)
-    with torch.no_grad():
-        canon = {c["caption"] for c in clips}
-        y = text_embeddings(model, sorted(canon))
-        pred = video_embeddings(model, pixels(model, clips), query=QUERY)
-    # The decoder should say the canonical caption: train it on canonical captions only.
-    losses = train_decoder(dec, y, sorted(canon), DecoderTrainConfig(steps=args.decoder_steps, lr=3e-3,
-                                                                     noise_std=0.02, seed=args.seed))
-    losses += train_decoder(dec, pred, captions, DecoderTrainConfig(steps=args.decoder_steps // 2, lr=1e-3,
-                                                                    noise_std=0.02, seed=args.seed + 1))
-    return dec, losses
-
-
-def long_video_streams(model, seeds: list[int], args: argparse.Namespace) -> list[VideoStream]:
-    cfg = StreamConfig(window_s=2.0, stride_s=0.5, frames_per_window=args.frames, query=QUERY, batch_size=32)
-    transform = VideoTransform.for_encoder(model.config.x_encoder)
-    streams = []
-    for seed in seeds:
-        frames, truth = make_long_video(seed, args.events, fps=4, size=32)
-        stream = ((i / 4, f) for i, f in enumerate(frames))
-        pairs = list(embed_stream(model, iter_windows(stream, cfg, transform), cfg))
-        streams.append(VideoStream(times=np.array([t for t, _ in pairs]), embeddings=np.stack([e for _, e in pairs]),
-                                   truth=[(s, e, reference_captions(c)) for s, e, c in truth]))
-    return streams
-
-
 def plot_losses(history: list[dict], dec_losses: list[float], pretrain: list[dict], path: Path) -> None:
     import matplotlib
 
@@ -178,53 +139,6 @@ def plot_losses(history: list[dict], dec_losses: list[float], pretrain: list[dic
     plt.close(fig)
 
 
-def plot_timeline(stream: VideoStream, decoded: dict[str, list[tuple[float, str]]], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(12, 1.2 + 0.9 * (1 + len(decoded))))
-    for i, (s, e, refs) in enumerate(stream.truth):
-        ax.barh(0, e - s, left=s, color=f"C{i % 10}", alpha=0.5, edgecolor="k")
-        ax.text((s + e) / 2, 0, refs[0], ha="center", va="center", fontsize=6, rotation=20)
-    for row, (_name, caps) in enumerate(decoded.items(), start=1):
-        for t, cap in caps:
-            ax.plot([t], [row], "kv")
-            ax.text(t, row + 0.25, cap, fontsize=6, rotation=20)
-    ax.set_yticks(range(len(decoded) + 1), ["ground truth", *decoded])
-    ax.set_xlabel("seconds")
-    ax.set_ylim(-0.6, len(decoded) + 0.9)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-
-
-def selective_decoding(model, dec: YDecoder, args: argparse.Namespace, out: Path) -> dict:
-    """Sweep offline / online / uniform over RATES on the long videos; plots and reductions."""
-    test = long_video_streams(model, [2000 + i for i in range(args.long_videos)], args)
-    calib = long_video_streams(model, [3000 + i for i in range(args.calib_videos)], args)
-    calls = {"decoder_calls": 0, "decodes": 0}
-
-    def decode(embs: np.ndarray) -> list[str]:
-        calls["decoder_calls"] += 1
-        calls["decodes"] += len(embs)
-        return dec.generate(torch.as_tensor(embs, dtype=torch.float32))
-
-    rows = sweep(test, decode, RATES, calibration=calib)
-    plot_sweep(rows, str(out / "cider_vs_rate.png"), title="VL-JEPA demo: CIDEr vs decode rate (long videos)")
-    tables = {s.value: decode_reduction(rows, s.value) for s in (Strategy.OFFLINE, Strategy.ONLINE)}
-    first = test[0]
-    timeline = {}
-    for strategy in (Strategy.OFFLINE, Strategy.UNIFORM):
-        pts = select(first, strategy, 0.2)
-        timeline[f"{strategy.value} 0.2 Hz"] = list(zip([p.t for p in pts], decode(np.stack([p.embedding for p in pts]))))
-    plot_timeline(first, timeline, out / "timeline.png")
-    return {"rows": rows, "reduction": tables, "headline": {k: headline_reduction(v) for k, v in tables.items()},
-            "seconds_of_video": sum(s.duration for s in test), "n_videos": len(test), **calls,
-            "timeline_video_0": {k: [[round(t, 2), c] for t, c in v] for k, v in timeline.items()}}
-
-
 FIGURES = ("cider_vs_rate.png", "timeline.png", "losses.png")
 
 
@@ -237,36 +151,23 @@ def x_encoder_line(res: dict) -> str:
 
 
 def write_report(res: dict, out: Path) -> None:
-    ev, sd = res["clips"], res["selective_decoding"]
+    ev = res["clips"]
     lines = [
         "# VL-JEPA offline demo", "",
-        f"Wall time {res['wall_s']:.0f} s on CPU. Tiny VL-JEPA ({res['params']['trainable']:,} trainable of "
-        f"{res['params']['total']:,} parameters) trained {res['train']['step']} steps on "
-        f"{res['setup']['train_clips']} synthetic digit clips.", "",
+        f"Wall time {res['wall_s']:.0f} s on CPU ({len(res['seeds'])} seeds of data and training). Tiny VL-JEPA "
+        f"({res['params']['trainable']:,} trainable of {res['params']['total']:,} parameters) trained "
+        f"{res['train']['step']} steps on {res['setup']['train_clips']} synthetic digit clips per seed.", "",
         x_encoder_line(res),
         "Training runs from its features, cached once. Y-encoder: packaged all-MiniLM-L6-v2, "
         f"learning-rate multiplier {res['setup']['y_lr_multiplier']} (0 = frozen, for CPU speed).", "",
         f"## Held-out clips ({ev['n_clips']}; chance accuracy {ev['chance_accuracy']:.3f}, "
         f"chance R@1 {100 / ev['n_clips']:.1f}%)", "",
-        "| X-encoder | steps | zero-shot accuracy | t2v R@1 | R@5 | R@10 |", "|---|---|---|---|---|---|",
-        *[f"| {name} | {a['steps']} | {a['zero_shot_accuracy']:.3f} | {a['t2v']['R@1']:.1f}% | "
-          f"{a['t2v']['R@5']:.1f}% | {a['t2v']['R@10']:.1f}% |" for name, a in res["arms"].items()], "",
-        "Timings (s): " + ", ".join(f"{k} {v:.0f}" for k, v in res["timings_s"].items()), "",
-        f"## Selective decoding ({sd['n_videos']} long videos, {sd['seconds_of_video']:.0f} s)", "",
-        "![CIDEr vs rate](cider_vs_rate.png)", "",
-        "| strategy | target Hz | decodes/s | CIDEr |", "|---|---|---|---|",
-        *[f"| {r['strategy']} | {r['target_hz']} | {r['decodes_per_s']:.3f} | {r['cider']:.3f} |" for r in sd["rows"]],
-        "", "Decode reduction at equal CIDEr (uniform rate needed / selective rate):", "",
+        "| seed | X-encoder | steps | zero-shot accuracy | t2v R@1 | R@5 | R@10 |", "|---|---|---|---|---|---|---|",
+        *[f"| {r['seed']} | {name} | {a['steps']} | {a['zero_shot_accuracy']:.3f} | {a['t2v']['R@1']:.1f}% | "
+          f"{a['t2v']['R@5']:.1f}% | {a['t2v']['R@10']:.1f}% |" for r in res["seeds"] for name, a in r["arms"].items()],
+        "", "Timings (s, all seeds): " + ", ".join(f"{k} {v:.0f}" for k, v in res["timings_s"].items()), "",
+        *ds.report_lines(res["selective_decoding"]), "![losses](losses.png)", "",
     ]
-    for k, h in sd["headline"].items():
-        lines.append(f"- {k}: {h['decodes_per_s']:.3f} Hz -> CIDEr {h['cider']:.3f}; uniform needs "
-                     f"{h['uniform_equal_cider_hz']:.3f} Hz: **{h['reduction']:.2f}x** ({h['bound']})")
-    lines += ["", "All points (`lower`: uniform never reaches that CIDEr within the sweep, so the ratio is a "
-              "lower bound):", "", "| strategy | decodes/s | CIDEr | uniform Hz at equal CIDEr | reduction |",
-              "|---|---|---|---|---|"]
-    lines += [f"| {k} | {r['decodes_per_s']:.3f} | {r['cider']:.3f} | {r['uniform_equal_cider_hz']:.3f} | "
-              f"{r['reduction']:.2f}x ({r['bound']}) |" for k, table in sd["reduction"].items() for r in table]
-    lines += ["", "![timeline](timeline.png)", "", "![losses](losses.png)", ""]
     atomic_write_text(out / "report.md", "\n".join(lines))
 
 
@@ -287,13 +188,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--frames", type=int, default=8)
     p.add_argument("--embed-dim", type=int, default=128)
     p.add_argument("--y-lr-multiplier", type=float, default=0.0)
-    p.add_argument("--decoder-steps", type=int, default=400)
-    p.add_argument("--long-videos", type=int, default=4)
-    p.add_argument("--calib-videos", type=int, default=2)
-    p.add_argument("--events", type=int, default=15)
     p.add_argument("--threads", type=int, default=1,
                    help="torch CPU threads; tiny models are per-op bound and 1 is fastest on a busy CPU")
     p.add_argument("--seed", type=int, default=0)
+    ds.add_arguments(p)
     return p.parse_args(argv)
 
 
@@ -335,38 +233,57 @@ def run_arms(args: argparse.Namespace, out: Path) -> tuple[dict, dict, dict]:
     return {**state, "train_clips": train_clips}, arms, timings
 
 
+def run_seed(args: argparse.Namespace, out: Path) -> dict:
+    """One seed of data and training: the X-encoder arm(s), the Y-decoder, selective decoding."""
+    out.mkdir(parents=True, exist_ok=True)
+    state, arms, timings = run_arms(args, out)
+    model, trained = state["model"], state["trained"]
+    t1 = time.time()
+    streams = ds.seed_streams(model, args)
+    timings["long_video_streams_s"] = time.time() - t1
+    t1 = time.time()
+    dec, stage1, dec_losses = ds.fit_decoder(model, state["train_clips"], ds.decoder_training_windows(streams), args,
+                                             pixels(model, state["train_clips"]))
+    save_decoder(dec, trained["model_dir"])
+    timings["decoder_s"] = time.time() - t1
+    plot_losses(trained["history"], dec_losses, state["pretrain"], out / "losses.png")
+    t1 = time.time()
+    selective = ds.evaluate_seed(model, dec, stage1, streams, args)
+    timings["selective_decoding_s"] = time.time() - t1
+    return {"seed": args.seed, "state": state, "arms": arms, "timings": timings, "selective": selective, "decoder": dec}
+
+
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     torch.set_num_threads(args.threads)
     t0 = time.time()
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    state, arms, timings = run_arms(args, out)
-    model, trained, clips = state["model"], state["trained"], arms[f"{args.x_encoder}_x_encoder"]
-    t1 = time.time()
-    dec, dec_losses = fit_decoder(model, state["train_clips"], args)
-    save_decoder(dec, trained["model_dir"])
-    timings["decoder_s"] = time.time() - t1
-    plot_losses(trained["history"], dec_losses, state["pretrain"], out / "losses.png")
-    t1 = time.time()
-    sd = selective_decoding(model, dec, args, out)
-    timings["selective_decoding_s"] = time.time() - t1
+    runs = [run_seed(argparse.Namespace(**{**vars(args), "seed": args.seed + i}),
+                     out if i == 0 else out / "seeds" / str(args.seed + i)) for i in range(args.seeds)]
+    sd, pooled = ds.aggregate([r["selective"] for r in runs], args)
+    plot_analyses(pooled, str(out / "cider_vs_rate.png"), title="VL-JEPA demo: CIDEr vs decode rate, all seeds pooled")
+    sd["timeline_video_0"] = ds.timeline(runs[0]["selective"], runs[0]["decoder"], out / "timeline.png")
+    first, trained = runs[0], runs[0]["state"]["trained"]
+    timings = {k: sum(r["timings"].get(k, 0.0) for r in runs) for k in first["timings"]}
     res = {"setup": vars(args), "train": {"step": trained["step"], "history": trained["history"]},
-           "pretrain": {"steps": len(state["pretrain"]), "history": state["pretrain"][::10]},
-           "params": trained_params(model, args), "clips": clips, "arms": arms, "selective_decoding": sd,
-           "decode_reduction_at_equal_cider": {k: v["reduction"] for k, v in sd["headline"].items()},
+           "pretrain": {"steps": len(first["state"]["pretrain"]), "history": first["state"]["pretrain"][::10]},
+           "params": trained_params(first["state"]["model"], args), "clips": first["arms"][f"{args.x_encoder}_x_encoder"],
+           "arms": first["arms"], "seeds": [{"seed": r["seed"], "arms": r["arms"], "timings_s": r["timings"]} for r in runs],
+           "selective_decoding": sd,
+           "decode_reduction_at_equal_cider": {k: v["value"] for k, v in sd["headline"].items()},
            "model_dir": trained["model_dir"], "timings_s": timings, "wall_s": time.time() - t0, **run_metadata()}
     atomic_write_json(out / "demo_results.json", res)
     write_report(res, out)
     summary = ["VL-JEPA demo (synthetic digit clips, tiny model, CPU):"]
-    summary += [f"  {name}: zero-shot accuracy {ev['zero_shot_accuracy']:.3f}, t2v R@1 {ev['t2v']['R@1']:.1f}% "
-                f"R@5 {ev['t2v']['R@5']:.1f}% R@10 {ev['t2v']['R@10']:.1f}%" for name, ev in arms.items()]
-    summary.append("  decode reduction at equal CIDEr: "
-                   + ", ".join(f"{k} {v:.2f}x" for k, v in res["decode_reduction_at_equal_cider"].items()))
+    summary += [f"  seed {r['seed']} {name}: zero-shot accuracy {ev['zero_shot_accuracy']:.3f}, t2v R@1 "
+                f"{ev['t2v']['R@1']:.1f}% R@5 {ev['t2v']['R@5']:.1f}% R@10 {ev['t2v']['R@10']:.1f}%"
+                for r in runs for name, ev in r["arms"].items()]
+    summary += ds.summary_lines(sd)
     summary.append(f"  report {out / 'report.md'}, results {out / 'demo_results.json'}, figures "
                    f"{', '.join(str(out / f) for f in FIGURES)}, model {trained['model_dir']} ({res['wall_s']:.0f} s)")
     atomic_write_text(out / "summary.txt", "\n".join(summary) + "\n")
     print("\n".join(summary))
+
 
 if __name__ == "__main__":
     main()

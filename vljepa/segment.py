@@ -2,17 +2,23 @@
 trigger, the decode budget and the uniform-stride baseline (VL-JEPA paper, "selective decoding").
 
 Data flow: a sequence of `(t, embedding)` from `vljepa.stream` -> one of the selectors below ->
-a list of `DecodePoint(t, embedding, start, end)` -> the Y-decoder turns each into text. Choosing
-the points never calls the decoder, so the cost of a run is exactly `len(points)` decodes.
+a list of `DecodePoint(t, embedding, start, end, emitted_t)` -> the Y-decoder turns each into
+text. Choosing the points never calls the decoder, so the cost of a run is exactly `len(points)`.
 
 - `segment_offline`: N contiguous segments by Ward-linkage agglomerative clustering where a
-  cluster may only merge with its temporal neighbours (scikit-learn with a chain connectivity
-  graph), decoded at each segment's midpoint from the mean (the paper's better choice) or the
-  midpoint embedding.
-- `OnlineTrigger`: causal; moving-average smoothing, then a decode when the cosine distance
-  from the last decoded embedding, or the variance inside a local window, passes a threshold,
-  with a minimum gap and a running rate budget.
-- `uniform_points`: the baseline, one decode per equal-length span.
+  cluster may only merge with its temporal neighbours (scikit-learn's `ward_tree` with a chain
+  connectivity graph), decoded at each segment's midpoint from the mean (the paper's better
+  choice) or the midpoint embedding. `WardTree` builds the merge tree once and cuts it at any N.
+- `OnlineTrigger`: causal. A change is *detected* when the cosine distance from the last decoded
+  embedding (or the variance of a local window) passes a threshold; it is *decoded* only once
+  the stream has settled (the last `settle_steps` step-to-step distances are all below
+  `settle_tol`) and the settled embedding still differs from the last decoded one by more than
+  the threshold (hysteresis: a passing distractor is never decoded); a change that never settles
+  (an event shorter than the window, a slow drift) is decoded after `max_wait_s`, from its least
+  mixed moment so far. A minimum gap and a running rate budget hold.
+  The decoded embedding is the mean of the settled steps, never a half-mixed transition window.
+- `uniform_points` / `stride_points`: the baseline, one decode per equal-length span (a budget)
+  or every `stride` steps, pooled like the selective strategies (segment mean or midpoint embedding).
 
     points = segment_offline(times, embs, DecodeBudget(rate_hz=0.35))
 """
@@ -27,21 +33,14 @@ from dataclasses import dataclass
 
 import numpy as np
 from scipy import sparse
-from sklearn.cluster import AgglomerativeClustering
+from sklearn.cluster import ward_tree
 
 
 class Representative(enum.Enum):
-    """Which embedding stands for a segment when it is decoded."""
+    """Which embedding stands for a segment when it is decoded (the same choices for every strategy)."""
 
     MEAN = "mean"  # mean over the segment (better in the paper)
     MIDPOINT = "midpoint"  # the embedding at the segment's temporal midpoint
-
-
-class OnlineEmit(enum.Enum):
-    """What the online trigger hands to the decoder when it fires."""
-
-    CURRENT = "current"  # the smoothed embedding now: lowest latency, timestamp = now
-    SEGMENT_MEAN = "segment_mean"  # mean of the segment that just closed, timestamped at its midpoint
 
 
 @dataclass
@@ -76,12 +75,15 @@ class DecodeBudget:
 
 @dataclass
 class DecodePoint:
-    """One decode: the time its caption is stamped at, the embedding to decode, its span."""
+    """One decode: the time its caption is stamped at (content time), the embedding to decode, the
+    span it stands for, and `emitted_t`, the stream time at which the decision could be made (the
+    step that fired, for the online trigger; the end of the stream for offline segmentation)."""
 
     t: float
     embedding: np.ndarray  # (D,)
     start: float
     end: float
+    emitted_t: float | None = None
 
 
 def _as_arrays(times: Iterable[float], embeddings: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -98,161 +100,223 @@ def _step(times: np.ndarray) -> float:
     return float(np.median(np.diff(times))) if len(times) > 1 else 0.0
 
 
+def _unit_rows(x: np.ndarray) -> np.ndarray:
+    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+
+
 def chain_connectivity(n: int) -> sparse.csr_matrix:
     """(n, n) adjacency of a path graph: step i touches only i-1 and i+1."""
     ones = np.ones(max(n - 1, 0))
     return sparse.diags([ones, ones], [-1, 1], shape=(n, n), format="csr")
 
 
+class WardTree:
+    """Every contiguous Ward segmentation of one stream from ONE clustering.
+
+    Ward's merges are greedy, so the segmentation into N clusters is the first T - N merges of the
+    full tree; with chain connectivity each merge joins two neighbouring runs, i.e. removes one
+    boundary. `removed_at[b]` is the merge that removes the boundary before step b, so cutting
+    at N segments keeps the boundaries removed at merge T - N or later: O(T) per cut."""
+
+    def __init__(self, embeddings: np.ndarray):
+        x = _unit_rows(np.asarray(embeddings, dtype=np.float64))  # (T, D), cosine geometry
+        self.n = n = len(x)
+        self.removed_at = np.full(n, n, dtype=np.int64)  # entry 0 unused
+        if n < 2:
+            return
+        children = ward_tree(x, connectivity=chain_connectivity(n))[0]  # (T - 1, 2)
+        span = {i: (i, i + 1) for i in range(n)}
+        for step, (a, b) in enumerate(children):
+            (a0, a1), (b0, b1) = span.pop(a), span.pop(b)
+            if a1 != b0 and b1 != a0:  # chain connectivity makes every cluster one run
+                raise AssertionError(f"Ward merged non-adjacent runs {(a0, a1)} and {(b0, b1)}")
+            self.removed_at[max(a0, b0)] = step
+            span[n + step] = (min(a0, b0), max(a1, b1))
+
+    def segments(self, n_segments: int) -> list[tuple[int, int]]:
+        """`n_segments` contiguous [start, end) index ranges."""
+        if not 1 <= n_segments <= self.n:
+            raise ValueError(f"n_segments must be in [1, {self.n}] for a stream of {self.n} steps, got {n_segments}")
+        bounds = [0, *np.flatnonzero(self.removed_at[1:] >= self.n - n_segments) + 1, self.n]
+        return [(int(lo), int(hi)) for lo, hi in zip(bounds[:-1], bounds[1:])]
+
+
 def contiguous_segments(embeddings: np.ndarray, n_segments: int) -> list[tuple[int, int]]:
     """Split (T, D) into `n_segments` contiguous [start, end) index ranges by Ward clustering
     restricted to temporal neighbours. Embeddings are L2-normalised first (cosine geometry)."""
-    embs = np.asarray(embeddings, dtype=np.float64)
-    n = len(embs)
-    if not 1 <= n_segments <= n:
-        raise ValueError(f"n_segments must be in [1, {n}] for a stream of {n} steps, got {n_segments}")
-    if n_segments == n:
-        return [(i, i + 1) for i in range(n)]
-    if n_segments == 1:
-        return [(0, n)]
-    x = embs / np.maximum(np.linalg.norm(embs, axis=1, keepdims=True), 1e-12)
-    labels = AgglomerativeClustering(n_clusters=n_segments, linkage="ward",
-                                     connectivity=chain_connectivity(n)).fit_predict(x)
-    bounds = [0] + [i for i in range(1, n) if labels[i] != labels[i - 1]] + [n]
-    segments = list(zip(bounds[:-1], bounds[1:]))
-    # Chain connectivity makes every cluster one contiguous run; anything else is a bug.
-    assert len(segments) == n_segments, f"Ward with chain connectivity gave {len(segments)} runs"
-    return segments
+    return WardTree(embeddings).segments(n_segments)
 
 
-def _represent(times: np.ndarray, embs: np.ndarray, lo: int, hi: int, step: float,
-               rep: Representative) -> DecodePoint:
-    start, end = times[lo] - step / 2, times[hi - 1] + step / 2
-    mid = (lo + hi - 1) // 2
-    emb = embs[lo:hi].mean(axis=0) if rep is Representative.MEAN else embs[mid]
-    return DecodePoint(t=float((times[lo] + times[hi - 1]) / 2), embedding=emb, start=float(start), end=float(end))
+def represent(times: np.ndarray, embs: np.ndarray, lo: int, hi: int, rep: Representative,
+              emitted_t: float | None = None, half: float | None = None) -> DecodePoint:
+    """The decode point of steps [lo, hi): stamped at the span's centre, embedding per `rep`
+    (`half`: half the stream step, computed from `times` when not given)."""
+    half = _step(times) / 2 if half is None else half
+    emb = embs[lo:hi].mean(axis=0) if rep is Representative.MEAN else embs[(lo + hi - 1) // 2]
+    return DecodePoint(t=float((times[lo] + times[hi - 1]) / 2), embedding=emb, start=float(times[lo] - half),
+                       end=float(times[hi - 1] + half), emitted_t=emitted_t)
 
 
 def _budgeted(times: Iterable[float], embeddings: np.ndarray, budget: DecodeBudget
-              ) -> tuple[np.ndarray, np.ndarray, float, int]:
-    """Arrays, sampling step and the number of decodes the budget allows (0 for an empty stream)."""
+              ) -> tuple[np.ndarray, np.ndarray, int]:
+    """Arrays and the number of decodes the budget allows (0 for an empty stream)."""
     times, embs = _as_arrays(times, embeddings)
     if not len(times):
-        return times, embs, 0.0, 0
-    step = _step(times)
-    return times, embs, step, budget.count(times[-1] - times[0] + step, len(times))
+        return times, embs, 0
+    return times, embs, budget.count(times[-1] - times[0] + _step(times), len(times))
 
 
 def segment_offline(times: Iterable[float], embeddings: np.ndarray, budget: DecodeBudget,
-                    rep: Representative = Representative.MEAN) -> list[DecodePoint]:
-    """The paper's offline selective decoding: one decode per Ward segment, at its midpoint."""
-    times, embs, step, n = _budgeted(times, embeddings, budget)
+                    rep: Representative = Representative.MEAN, tree: WardTree | None = None) -> list[DecodePoint]:
+    """The paper's offline selective decoding: one decode per Ward segment, at its midpoint.
+    Pass the stream's `tree` to cut a prebuilt `WardTree` (sweeping many budgets)."""
+    times, embs, n = _budgeted(times, embeddings, budget)
     if n == 0:
         return []
-    return [_represent(times, embs, lo, hi, step, rep) for lo, hi in contiguous_segments(embs, n)]
+    tree, half = tree or WardTree(embs), _step(times) / 2
+    return [represent(times, embs, lo, hi, rep, float(times[-1]), half) for lo, hi in tree.segments(n)]
 
 
 def uniform_points(times: Iterable[float], embeddings: np.ndarray, budget: DecodeBudget,
-                   rep: Representative = Representative.MIDPOINT) -> list[DecodePoint]:
-    """Baseline: N equal-length spans, decoded at their centres (MIDPOINT = the embedding there)."""
-    times, embs, step, n = _budgeted(times, embeddings, budget)
+                   rep: Representative = Representative.MEAN) -> list[DecodePoint]:
+    """Baseline: N equal-length spans decoded at their centres, pooled by `rep` like the selective
+    strategies. A live uniform decoder can decide at the span's end, so `emitted_t` is that step."""
+    times, embs, n = _budgeted(times, embeddings, budget)
     if n == 0:
         return []
     edges = np.linspace(0, len(times), n + 1).round().astype(int)
-    return [_represent(times, embs, lo, hi, step, rep) for lo, hi in zip(edges[:-1], edges[1:])]
+    return _spans(times, embs, edges, rep)
+
+
+def stride_points(times: Iterable[float], embeddings: np.ndarray, stride: int,
+                  rep: Representative = Representative.MEAN) -> list[DecodePoint]:
+    """Baseline at a fixed stride: one decode per `stride` steps (the last span may be shorter)."""
+    if stride < 1:
+        raise ValueError(f"stride must be >= 1 stream step, got {stride}")
+    times, embs = _as_arrays(times, embeddings)
+    return _spans(times, embs, np.array([*range(0, len(times), stride), len(times)]), rep) if len(times) else []
+
+
+def _spans(times: np.ndarray, embs: np.ndarray, edges: np.ndarray, rep: Representative) -> list[DecodePoint]:
+    mid, half = rep is Representative.MIDPOINT, _step(times) / 2
+    return [represent(times, embs, lo, hi, rep, float(times[(lo + hi - 1) // 2 if mid else hi - 1]), half)
+            for lo, hi in zip(edges[:-1], edges[1:])]
 
 
 @dataclass
 class TriggerConfig:
-    """Online trigger settings (all windows in stream steps, not seconds)."""
+    """Online trigger settings (window lengths in stream steps, times in seconds)."""
 
-    smooth: int = 3  # moving-average length applied to the raw stream
+    cosine_threshold: float | None = 0.15  # detect: 1 - cos(smoothed now, last decoded) > this; None = off
+    variance_threshold: float | None = None  # detect: mean squared distance to the window mean; None = off
+    smooth: int = 1  # moving-average length applied to the raw stream before detection
     window: int = 4  # local window whose variance is watched
-    cosine_threshold: float | None = 0.15  # 1 - cos(smoothed now, smoothed at last decode); None = off
-    variance_threshold: float | None = None  # mean squared distance to the window mean; None = off
+    settle_steps: int = 1  # settled = the last `settle_steps` step-to-step distances are all small ...
+    settle_tol: float | None = None  # ... below this cosine distance (None: half the cosine threshold)
+    max_wait_s: float = 3.0  # a change that never settles (short event, slow drift): decode its least
+    #                          mixed moment after this long
     min_gap_s: float = 1.0  # never two decodes closer than this
-    emit: OnlineEmit = OnlineEmit.CURRENT
 
     def __post_init__(self) -> None:
         if self.cosine_threshold is None and self.variance_threshold is None:
             raise ValueError("TriggerConfig needs cosine_threshold or variance_threshold (or both); both are None")
-        if self.smooth < 1 or self.window < 2:
-            raise ValueError(f"TriggerConfig: smooth must be >= 1 and window >= 2, got {self.smooth}, {self.window}")
+        if self.smooth < 1 or self.window < 2 or self.settle_steps < 1:
+            raise ValueError(f"TriggerConfig: smooth >= 1, window >= 2 and settle_steps >= 1 needed, got "
+                             f"{self.smooth}, {self.window}, {self.settle_steps}")
+        if self.settle_tol is None and self.cosine_threshold is None:
+            raise ValueError("TriggerConfig: with cosine_threshold=None, give settle_tol (a cosine distance)")
+
+    @property
+    def tolerance(self) -> float:
+        return self.settle_tol if self.settle_tol is not None else 0.5 * self.cosine_threshold
 
 
 def _unit(x: np.ndarray) -> np.ndarray:
     return x / max(float(np.linalg.norm(x)), 1e-12)
 
 
+def _cos_dist(a: np.ndarray, b: np.ndarray) -> float:
+    return 1.0 - float(_unit(a) @ _unit(b))
+
+
 class OnlineTrigger:
     """Causal decode decisions, one `update(t, embedding)` per stream step, in O(window) memory.
 
     Returns a `DecodePoint` when a decode should happen, else None; `flush()` at the end of the
-    stream closes the open segment (SEGMENT_MEAN only). Never calls a decoder itself."""
+    stream decodes a change still pending. Never calls a decoder. A
+    detected change stays *pending* until it has settled (or waited `max_wait_s`) and the gap and
+    the budget allow a decode; the point then carries the settled embedding, stamped at the middle
+    of the settled steps, with `emitted_t` = the step that fired."""
 
     def __init__(self, cfg: TriggerConfig, budget: DecodeBudget | None = None):
         self.cfg, self.budget = cfg, budget or DecodeBudget()
-        self._smooth: deque[np.ndarray] = deque(maxlen=cfg.smooth)
-        self._window: deque[np.ndarray] = deque(maxlen=cfg.window)
-        self._last_emb: np.ndarray | None = None
+        self._raw: deque[np.ndarray] = deque(maxlen=cfg.smooth)
+        self._recent: deque[tuple[float, np.ndarray]] = deque(maxlen=max(cfg.window, cfg.settle_steps + 1))
+        self._ref: np.ndarray | None = None  # the last decoded embedding (unit)
         self._last_t = -math.inf
         self._t0: float | None = None
-        self._seg_sum: np.ndarray | None = None
-        self._seg_n, self._seg_start, self._t = 0, 0.0, 0.0
+        self._pending_since: float | None = None
+        self._best: tuple[float, list] = (math.inf, [])  # (spread, steps) least mixed since pending
         self.n_decodes = 0
 
-    def scores(self) -> tuple[float, float]:
-        """(cosine distance from the last decode, local-window variance) for the current step."""
-        s = self._window[-1]
-        dist = 1.0 - float(s @ self._last_emb) if self._last_emb is not None else math.inf
-        w = np.stack(self._window)  # (W, D)
-        var = float(((w - w.mean(axis=0)) ** 2).sum(axis=1).mean()) if len(w) > 1 else 0.0
-        return dist, var
-
-    def _fires(self, t: float) -> bool:
-        if self._last_emb is None:
-            return True
-        dist, var = self.scores()
+    def _detects(self, s: np.ndarray) -> bool:
         c = self.cfg
-        changed = (c.cosine_threshold is not None and dist > c.cosine_threshold) or (
-            c.variance_threshold is not None and var > c.variance_threshold)
-        reserve = 1 if c.emit is OnlineEmit.SEGMENT_MEAN else 0  # keep one decode for flush()
-        return changed and t - self._last_t >= c.min_gap_s and self.budget.allows(
-            self.n_decodes + reserve, t - self._t0)
+        if self._ref is None:
+            return True
+        if c.cosine_threshold is not None and 1.0 - float(s @ self._ref) > c.cosine_threshold:  # both unit
+            return True
+        if c.variance_threshold is None:
+            return False
+        w = np.stack([e for _, e in self._recent][-c.window:])  # (W, D)
+        return len(w) > 1 and float(((w - w.mean(axis=0)) ** 2).sum(axis=1).mean()) > c.variance_threshold
+
+    def _latest(self) -> list[tuple[float, np.ndarray]]:
+        return list(self._recent)[-(self.cfg.settle_steps + 1):]
+
+    def _spread(self, steps: list[tuple[float, np.ndarray]]) -> float:
+        """Largest step-to-step cosine distance among the latest steps (inf until there are enough)."""
+        if len(steps) <= self.cfg.settle_steps:
+            return math.inf
+        return max(1.0 - float(a @ b) for (_, a), (_, b) in zip(steps, steps[1:]))  # unit vectors
 
     def update(self, t: float, embedding: np.ndarray) -> DecodePoint | None:
-        emb = _unit(np.asarray(embedding, dtype=np.float64))  # (D,)
         self._t0 = t if self._t0 is None else self._t0
-        self._smooth.append(emb)
-        s = _unit(np.mean(self._smooth, axis=0))
-        self._window.append(s)
-        first = self._last_emb is None
-        point = None
-        if self._fires(t):
-            self._last_emb, self._last_t = s, t
-            if self.cfg.emit is OnlineEmit.CURRENT:
-                point = DecodePoint(t=t, embedding=s, start=t, end=t)
-                self.n_decodes += 1
-            elif not first:
-                point = self._close(t)
-            self._seg_sum, self._seg_n, self._seg_start = np.zeros_like(emb), 0, t
-        self._seg_sum = emb if self._seg_sum is None else self._seg_sum + emb
-        self._seg_n += 1
-        self._t = t
-        return point
-
-    def _close(self, end: float) -> DecodePoint:
-        self.n_decodes += 1
-        return DecodePoint(t=(self._seg_start + end) / 2, embedding=self._seg_sum / self._seg_n,
-                           start=self._seg_start, end=end)
+        self._raw.append(_unit(np.asarray(embedding, dtype=np.float64)))  # (D,)
+        s = _unit(np.mean(self._raw, axis=0))
+        self._recent.append((t, s))
+        if self._pending_since is None and self._detects(s):
+            self._pending_since, self._best = t, (math.inf, [])
+        if self._pending_since is None:
+            return None
+        steps = self._latest()
+        spread = self._spread(steps)
+        if spread < self._best[0]:
+            self._best = (spread, steps)  # the least mixed moment since the change began
+        if spread <= self.cfg.tolerance:
+            return self._fire(t, steps)
+        if t - self._pending_since >= self.cfg.max_wait_s:  # never settled (a short event, a slow drift)
+            return self._fire(t, self._best[1] or steps)
+        return None  # mid-transition: decoding now would describe a mixture
 
     def flush(self) -> DecodePoint | None:
-        """End of stream: the open segment's decode (SEGMENT_MEAN), else None."""
-        if self.cfg.emit is not OnlineEmit.SEGMENT_MEAN or not self._seg_n:
+        """End of stream: decode a change that is still pending (its least mixed moment), if the gap
+        and the budget allow. Without this a stream shorter than the settle time gets no caption."""
+        if self._pending_since is None:
             return None
-        point = self._close(self._t)
-        self._seg_n = 0
-        return point
+        return self._fire(self._recent[-1][0], self._best[1] or self._latest())
+
+    def _fire(self, t: float, steps: list[tuple[float, np.ndarray]]) -> DecodePoint | None:
+        emb = _unit(np.mean([e for _, e in steps], axis=0))
+        c = self.cfg
+        if self._ref is not None and c.cosine_threshold is not None and _cos_dist(emb, self._ref) <= c.cosine_threshold:
+            self._pending_since = None  # hysteresis: the stream settled back near what was decoded last
+            return None
+        if t - self._last_t < c.min_gap_s or not self.budget.allows(self.n_decodes, t - self._t0):
+            return None  # stays pending until the gap and the budget allow it
+        self._ref, self._last_t, self._pending_since = emb, t, None
+        self.n_decodes += 1
+        return DecodePoint(t=(steps[0][0] + steps[-1][0]) / 2, embedding=emb, start=steps[0][0], end=steps[-1][0],
+                           emitted_t=t)
 
 
 def online_points(times: Iterable[float], embeddings: np.ndarray, cfg: TriggerConfig,

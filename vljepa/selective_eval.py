@@ -1,75 +1,213 @@
-"""Runs the selective-decoding strategies of `vljepa.segment` over embedding streams and scores them.
+"""Runs the selective-decoding strategies of `vljepa.segment` over embedding streams and turns them
+into the protocol's curves (`eval.selective_decoding`).
 
 Data flow: `VideoStream`s (times (T,), predicted embeddings (T, D), timestamped ground truth) ->
-`select` picks decode points per strategy at a target rate (offline Ward segments, the online
-trigger, uniform stride) -> `eval.selective_decoding.score` decodes, matches and computes CIDEr
--> one row per (strategy, rate). The online trigger has a threshold, not a rate: for each target
-rate it is calibrated by bisection on *separate calibration streams* (`calibrate_trigger`), and
-the rate budget caps it on the test streams.
+per strategy a fine grid of settings (uniform: every stride, then log-spaced; offline Ward: a dense
+log grid of rates, i.e. every segment count in range, all cut from one `WardTree` per video;
+online: a threshold sweep of the settled trigger) -> `eval.selective_decoding.evaluate_curve`
+matches, decodes (through a `CaptionCache`) and records the captions -> one `Curve` per
+(strategy, pooling). The online trigger's settle tolerance is calibrated on *separate calibration
+streams* (`calibrate_trigger`), never on the test streams; its threshold is what the sweep varies.
+`decoder_quality` scores the decoder alone: ground-truth caption embeddings, and predicted
+embeddings pooled over each true event (an oracle segmentation). `long_video_streams` turns
+synthetic long videos into a model's embedding streams; `window_targets` labels the windows of
+*training* videos with their dominant caption, for the Y-decoder.
 
-    rows = sweep(streams, decode_fn, rates=[2, 1, 0.5, 0.2, 0.1], calibration=cal_streams)
-    table = eval.selective_decoding.decode_reduction(rows, "offline")
+    curves = measure(streams, CaptionCache(decode_fn), calibrate_trigger(cal_streams))
+    result = eval.selective_decoding.analyze(Corpus.of(streams), curves, BASELINE, SELECTIVE)
 """
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
-from eval.selective_decoding import DecodeFn, Strategy, VideoStream, score
+import numpy as np
+
+from eval.captioning import cider_score
+from eval.selective_decoding import CaptionCache, Curve, VideoStream, evaluate_curve
+from vljepa.processing import VideoTransform
 from vljepa.segment import (
     DecodeBudget,
-    DecodePoint,
     Representative,
     TriggerConfig,
+    WardTree,
     online_points,
     segment_offline,
-    uniform_points,
+    stride_points,
 )
+from vljepa.stream import StreamConfig, embed_stream, iter_windows
+from vljepa.synthetic import make_long_video, reference_captions
+
+UNIFORM_MEAN, UNIFORM_MIDPOINT = "uniform/mean", "uniform/midpoint"
+OFFLINE_MEAN, OFFLINE_MIDPOINT, ONLINE = "offline/mean", "offline/midpoint", "online"
+BASELINE = (UNIFORM_MEAN, UNIFORM_MIDPOINT)  # the baseline is the better of the two at every rate
+SELECTIVE = (OFFLINE_MEAN, OFFLINE_MIDPOINT, ONLINE)
 
 
-def select(stream: VideoStream, strategy: Strategy, rate_hz: float, trigger: TriggerConfig | None = None,
-           rep: Representative = Representative.MEAN) -> list[DecodePoint]:
-    """Decode points for one video at a target average rate."""
-    budget = DecodeBudget(rate_hz=rate_hz)
-    if strategy is Strategy.OFFLINE:
-        return segment_offline(stream.times, stream.embeddings, budget, rep)
-    if strategy is Strategy.UNIFORM:
-        return uniform_points(stream.times, stream.embeddings, budget)
-    if trigger is None:
-        raise ValueError("Strategy.ONLINE needs a calibrated TriggerConfig (see calibrate_trigger)")
-    return online_points(stream.times, stream.embeddings, trigger, budget)
+@dataclass
+class SweepConfig:
+    """The settings grid of every strategy."""
+
+    min_hz: float = 0.005  # lowest decode rate of the uniform and offline grids
+    every_stride: int = 40  # uniform: every stride of 1..every_stride steps, then log-spaced
+    per_decade: int = 40  # density of the log-spaced parts (offline rates, long strides)
+    thresholds: tuple[float, float, int] = (0.002, 1.5, 40)  # online: cosine thresholds lo, hi, count (log)
+    lag_s: float = 1.0  # an embedding exists half a window after its centre: window_s / 2
+
+    def __post_init__(self) -> None:
+        lo, hi, n = self.thresholds
+        if not 0 < lo < hi or n < 2 or self.min_hz <= 0:
+            raise ValueError(f"SweepConfig: need 0 < thresholds lo < hi, count >= 2 and min_hz > 0, got "
+                             f"{self.thresholds}, {self.min_hz}")
 
 
-def calibrate_trigger(streams: Sequence[VideoStream], rate_hz: float, base: TriggerConfig,
-                      iters: int = 14) -> TriggerConfig:
-    """Bisect the cosine threshold so the unbudgeted trigger decodes at about `rate_hz` on `streams`."""
-    duration = sum(s.duration for s in streams)
-    lo, hi = 0.0, 2.0  # cosine distance range
-    gap = min(base.min_gap_s, 0.5 / rate_hz)  # a gap above 1/rate would make the rate unreachable
-    for _ in range(iters):
-        mid = (lo + hi) / 2
-        cfg = dataclasses.replace(base, cosine_threshold=mid, variance_threshold=None, min_gap_s=gap)
-        n = sum(len(online_points(s.times, s.embeddings, cfg)) for s in streams)
-        lo, hi = (mid, hi) if n / duration > rate_hz else (lo, mid)
-    return dataclasses.replace(base, cosine_threshold=hi, variance_threshold=None, min_gap_s=gap)
+def _stream_hz(streams: Sequence[VideoStream]) -> float:
+    return float(1 / np.median(np.concatenate([np.diff(s.times) for s in streams])))
 
 
-def sweep(streams: Sequence[VideoStream], decode_fn: DecodeFn, rates: Sequence[float],
-          strategies: Sequence[Strategy] = tuple(Strategy), calibration: Sequence[VideoStream] = (),
-          trigger: TriggerConfig | None = None) -> list[dict]:
-    """One row {strategy, target_hz, decodes_per_s, n_decodes, cider, ...} per (strategy, rate)."""
-    rows = []
-    for strategy in strategies:
-        for rate in rates:
-            cfg = None
-            if strategy is Strategy.ONLINE:
-                if not calibration:
-                    raise ValueError("online sweep needs calibration streams separate from the test streams")
-                cfg = calibrate_trigger(calibration, rate, trigger or TriggerConfig())
-            pts = [select(s, strategy, rate, cfg) for s in streams]
-            row = {"strategy": strategy.value, "target_hz": rate, **score(streams, pts, decode_fn)}
-            if cfg is not None:
-                row["cosine_threshold"] = cfg.cosine_threshold
-            rows.append(row)
-    return rows
+def _log_grid(lo: float, hi: float, per_decade: int) -> np.ndarray:
+    return np.geomspace(lo, hi, max(2, int(np.ceil(np.log10(hi / lo) * per_decade)) + 1))
+
+
+def _dedup(settings: list[tuple[float, list]]) -> list[tuple[float, list]]:
+    """Drop settings that choose exactly the same points as an earlier one."""
+    seen, out = set(), []
+    for param, per_video in settings:
+        key = tuple((len(p), *(round(x.t, 6) for x in p)) for p in per_video)
+        if key not in seen:
+            seen.add(key)
+            out.append((param, per_video))
+    return out
+
+
+def select(stream: VideoStream, label: str, param: float, trigger: TriggerConfig | None = None,
+           tree: WardTree | None = None) -> list:
+    """Decode points of one video for strategy `label` at knob value `param` (uniform: the rate of
+    a stride, stream rate / stride steps; offline: a rate in Hz; online: a cosine threshold)."""
+    rep = Representative.MIDPOINT if label.endswith("midpoint") else Representative.MEAN
+    if label.startswith("uniform"):  # every k steps, k = stream rate / param
+        return stride_points(stream.times, stream.embeddings, max(1, round(_stream_hz([stream]) / param)), rep)
+    if label.startswith("offline"):
+        return segment_offline(stream.times, stream.embeddings, DecodeBudget(rate_hz=param), rep, tree)
+    if label == ONLINE:
+        if trigger is None:
+            raise ValueError("the online strategy needs a TriggerConfig (see calibrate_trigger)")
+        return online_points(stream.times, stream.embeddings, dataclasses.replace(trigger, cosine_threshold=param))
+    raise ValueError(f"unknown strategy {label!r}; choose one of {BASELINE + SELECTIVE}")
+
+
+def settings(streams: Sequence[VideoStream], label: str, cfg: SweepConfig, trigger: TriggerConfig | None = None,
+             trees: Sequence[WardTree] | None = None) -> list[tuple[float, list]]:
+    """The strategy's grid: uniform at every stride of 1..`every_stride` steps, then log-spaced
+    strides down to `min_hz`; offline at a dense log grid of rates (each video's segment count =
+    rate x duration); online at every threshold of the sweep (no budget: the threshold sets the rate)."""
+    hz = _stream_hz(streams)
+    if label.startswith("uniform"):
+        strides = list(range(1, cfg.every_stride + 1))
+        longest = max(len(s.times) for s in streams)
+        strides += [int(k) for k in np.unique(_log_grid(cfg.every_stride, hz / cfg.min_hz, cfg.per_decade).round())
+                    if cfg.every_stride < k <= 2 * longest]
+        params = [hz / k for k in strides]
+    elif label.startswith("offline"):
+        params = [float(r) for r in _log_grid(cfg.min_hz, hz, cfg.per_decade)]
+    else:
+        params = [float(t) for t in np.geomspace(*cfg.thresholds[:2], cfg.thresholds[2])]
+    if trees is None:
+        trees = [WardTree(s.embeddings) if label.startswith("offline") else None for s in streams]
+    return _dedup([(p, [select(s, label, p, trigger, tree) for s, tree in zip(streams, trees)]) for p in params])
+
+
+def calibrate_trigger(streams: Sequence[VideoStream], base: TriggerConfig | None = None, quantile: float = 0.97,
+                      lag_s: float = 1.0) -> TriggerConfig:
+    """Settle tolerance = the `quantile` of step-to-step cosine distances between windows that lie
+    wholly inside one ground-truth event of the *calibration* streams (how much a settled stream
+    still moves: motion inside an event, predictor noise). The defaults (0.97, one settle step)
+    were chosen on development videos of the demo model, never on its test videos."""
+    dists = []
+    for s in streams:
+        unit = s.embeddings / np.linalg.norm(s.embeddings, axis=1, keepdims=True)  # (T, D)
+        step = 1 - (unit[1:] * unit[:-1]).sum(axis=1)  # (T - 1,)
+        for start, end, _ in s.truth:
+            inside = (s.times - lag_s >= start) & (s.times + lag_s <= end)  # (T,)
+            dists.append(step[inside[1:] & inside[:-1]])
+    dists = np.concatenate(dists)
+    if not dists.size:
+        raise ValueError("calibrate_trigger: no event is longer than a window in the calibration streams")
+    return dataclasses.replace(base or TriggerConfig(), settle_tol=float(np.quantile(dists, quantile)))
+
+
+def measure(streams: Sequence[VideoStream], decode: CaptionCache, trigger: TriggerConfig,
+            cfg: SweepConfig | None = None) -> dict[str, Curve]:
+    """All curves of the protocol: uniform and offline with both poolings, and the online trigger."""
+    cfg = cfg or SweepConfig()
+    trees = [WardTree(s.embeddings) for s in streams]
+    return {label: evaluate_curve(label, streams, settings(streams, label, cfg, trigger, trees), decode, cfg.lag_s)
+            for label in BASELINE + SELECTIVE}
+
+
+def decoder_quality(streams: Sequence[VideoStream], decode: Callable[[np.ndarray], list[str]],
+                    text_embed: Callable[[list[str]], np.ndarray] | None = None, lag_s: float = 1.0,
+                    bank: Sequence[str] | None = None) -> dict:
+    """CIDEr-D of the decoder alone, one caption per event: from the Y-encoder embedding of the
+    event's caption (`text`, the decoder's ceiling), from the mean predicted embedding of the
+    windows wholly inside the event (`event_mean`, an oracle segmentation) and from the window at
+    its midpoint (`event_midpoint`); `ceiling` scores the first reference itself (CIDEr-D of an exact
+    caption against several paraphrased references stays well below 10). With a caption `bank` (and `text_embed`), `retrieval_event_mean`
+    replaces the decoder by the nearest caption of the bank: what the predicted embedding holds.
+    `event_mean_captions` are the decoded captions, for per-attribute checks."""
+    refs = [r for s in streams for _, _, r in s.truth]
+    means, mids = [], []
+    for s in streams:
+        for start, end, _ in s.truth:
+            inside = np.flatnonzero((s.times - lag_s >= start) & (s.times + lag_s <= end))
+            if not inside.size:  # shorter than a window: the windows centred inside it
+                inside = np.flatnonzero((s.times >= start) & (s.times < end))
+            if not inside.size:
+                inside = np.array([int(np.argmin(np.abs(s.times - (start + end) / 2)))])
+            means.append(s.embeddings[inside].mean(axis=0))
+            mids.append(s.embeddings[inside[len(inside) // 2]])
+    captions = decode(np.stack(means))
+    out = {"event_mean": cider_score(refs, captions)[0], "event_midpoint": cider_score(refs, decode(np.stack(mids)))[0],
+           "ceiling": cider_score(refs, [r[0] for r in refs])[0],  # the first reference itself, word for word
+           "n_events": len(refs), "event_mean_captions": captions}
+    if text_embed is not None:
+        out["text"] = cider_score(refs, decode(np.asarray(text_embed([r[0] for r in refs]))))[0]
+        if bank is not None:
+            unit = np.asarray(text_embed(list(bank)))  # (C, D)
+            unit = unit / np.linalg.norm(unit, axis=1, keepdims=True)
+            nearest = (np.stack(means) @ unit.T).argmax(axis=1)
+            out["retrieval_event_mean"] = cider_score(refs, [bank[i] for i in nearest])[0]
+    return out
+
+
+def long_video_streams(model, seeds: Sequence[int], kind: str, cfg: StreamConfig, n_events: int,
+                       fps: float = 4, size: int = 32) -> list[VideoStream]:
+    """Synthetic long videos of one `StreamKind` -> sliding-window predicted-embedding streams."""
+    transform = VideoTransform.for_encoder(model.config.x_encoder)
+    streams = []
+    for seed in seeds:
+        frames, truth = make_long_video(seed, n_events, fps=fps, size=size, kind=kind)
+        pairs = list(embed_stream(model, iter_windows(((i / fps, f) for i, f in enumerate(frames)), cfg, transform), cfg))
+        streams.append(VideoStream(times=np.array([t for t, _ in pairs]), embeddings=np.stack([e for _, e in pairs]),
+                                   truth=[(s, e, reference_captions(c)) for s, e, c in truth], kind=str(kind)))
+    return streams
+
+
+def window_targets(streams: Sequence[VideoStream], lag_s: float = 1.0) -> tuple[np.ndarray, list[str]]:
+    """Decoder training pairs from streams of *training* videos: every window labelled with the
+    caption of the event it overlaps most (mixed windows decode to the dominant event), plus the
+    mean embedding of each event's windows (what mean-pooled decoding hands the decoder)."""
+    embs, texts = [], []
+    for s in streams:
+        for t, e in zip(s.times, s.embeddings):
+            overlap = [max(0.0, min(t + lag_s, end) - max(t - lag_s, start)) for start, end, _ in s.truth]
+            embs.append(e)
+            texts.append(s.truth[int(np.argmax(overlap))][2][0])
+        for start, end, refs in s.truth:
+            inside = (s.times >= start) & (s.times < end)
+            if inside.any():
+                embs.append(s.embeddings[inside].mean(axis=0))
+                texts.append(refs[0])
+    return np.stack(embs), texts  # (N, D), N canonical captions

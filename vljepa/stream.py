@@ -8,12 +8,14 @@ Data flow:
      `window_s` seconds are sampled to `frames_per_window` frames (overlapping windows reuse
      the decoded, resized and normalised frames; the V-JEPA 2 encoder attends across the whole
      clip, so its tokens cannot be reused exactly between windows and are recomputed)
-  -> `embed_stream`: batches of windows -> `model.predict(query, pixel_values)` -> (t, emb (D,))
-  -> `iter_online` (vljepa.segment) decides, without calling the decoder, where to decode
+  -> `embed_stream`: `model.predict(query, pixel_values)` per window (or per batch of windows, a
+     throughput choice that adds latency) -> (t, emb (D,)), yielded as soon as it is computed
+  -> `iter_online` (vljepa.segment) decides, without calling the decoder, where to decode: once a
+     change has settled, from the settled embedding
   -> `YDecoder.generate` -> (t, caption).
 Memory is O(window + batch) whatever the video length.
 
-    vljepa stream VIDEO --model DIR [--window 2 --stride 0.5 --threshold 0.15 --rate-hz 0.5]
+    vljepa stream VIDEO --model DIR [--window 2 --stride 0.5 --threshold 0.15 --rate-hz 0.5 --batch-size 1]
 """
 
 from __future__ import annotations
@@ -42,11 +44,13 @@ class StreamConfig:
     stride_s: float = 0.5
     frames_per_window: int = 8
     query: str = "what is happening?"
-    batch_size: int = 8
+    batch_size: int = 1  # windows per model call: 1 = lowest latency; more = throughput, +(B-1)*stride_s latency
 
     def __post_init__(self) -> None:
         if self.window_s <= 0 or self.stride_s <= 0:
             raise ValueError(f"window_s and stride_s must be > 0, got {self.window_s}, {self.stride_s}")
+        if self.batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1 (1 = no added latency), got {self.batch_size}")
 
 
 def iter_video_frames(path: str | Path) -> Iterator[Frame]:
@@ -118,24 +122,32 @@ def _window(buf: deque, end: float, cfg: StreamConfig) -> tuple[float, torch.Ten
 @torch.no_grad()
 def embed_stream(model, windows: Iterable[tuple[float, torch.Tensor]], cfg: StreamConfig,
                  stats: dict | None = None) -> Iterator[tuple[float, np.ndarray]]:
-    """Predicted embeddings (t, (D,)) for each window, computed `batch_size` windows at a time."""
+    """Predicted embeddings (t, (D,)) for each window, `cfg.batch_size` windows per model call.
+
+    Each embedding is yielded as soon as its call returns. With `batch_size=1` (the default) that
+    is as soon as its window is complete: no added latency, for live streams. A larger batch is a
+    throughput choice for recorded files: the first window of a batch waits for the next
+    `batch_size - 1` windows, i.e. up to `(batch_size - 1) * stride_s` seconds of stream."""
     batch: list[tuple[float, torch.Tensor]] = []
     device = next(model.parameters()).device
-
-    def flush():
-        pixels = torch.stack([c for _, c in batch]).to(device)  # (B, T, C, S, S)
-        pred = model.predict([cfg.query] * len(batch), pixel_values=pixels, normalize=True)  # (B, D)
-        if stats is not None:
-            stats["windows"] = stats.get("windows", 0) + len(batch)
-        return [(t, e) for (t, _), e in zip(batch, pred.float().cpu().numpy())]
-
     for item in windows:
         batch.append(item)
-        if len(batch) == cfg.batch_size:
-            yield from flush()
-            batch = []
+        if len(batch) < cfg.batch_size:
+            continue
+        yield from _predict_batch(model, batch, cfg, device, stats)
+        batch = []
     if batch:
-        yield from flush()
+        yield from _predict_batch(model, batch, cfg, device, stats)
+
+
+def _predict_batch(model, batch: list[tuple[float, torch.Tensor]], cfg: StreamConfig, device: torch.device,
+                   stats: dict | None) -> list[tuple[float, np.ndarray]]:
+    pixels = torch.stack([c for _, c in batch]).to(device)  # (B, T, C, S, S)
+    pred = model.predict([cfg.query] * len(batch), pixel_values=pixels, normalize=True)  # (B, D)
+    if stats is not None:
+        stats["windows"] = stats.get("windows", 0) + len(batch)
+        stats["model_calls"] = stats.get("model_calls", 0) + 1
+    return [(t, e) for (t, _), e in zip(batch, pred.float().cpu().numpy())]
 
 
 def decode_points(decoder, points: Iterable[DecodePoint], stats: dict | None = None) -> Iterator[tuple[float, str]]:
@@ -179,8 +191,15 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--frames", type=int, default=None,
                    help="frames per window (default: the frame count the model was trained with)")
     p.add_argument("--query", default=None, help="query (default: the model's training query)")
-    p.add_argument("--threshold", type=float, default=0.15, help="cosine distance that triggers a decode")
+    p.add_argument("--batch-size", type=int, default=1,
+                   help="windows per model call: 1 adds no latency; B adds up to (B-1)*stride seconds")
+    p.add_argument("--threshold", type=float, default=0.15, help="cosine distance that detects a change")
     p.add_argument("--variance-threshold", type=float, default=None)
+    p.add_argument("--settle-steps", type=int, default=1, help="stable steps before a change is decoded")
+    p.add_argument("--settle-tol", type=float, default=None,
+                   help="step-to-step cosine distance counted as stable (default: half the threshold)")
+    p.add_argument("--max-wait", type=float, default=3.0,
+                   help="seconds after which a change that never settles is decoded (its least mixed moment)")
     p.add_argument("--min-gap", type=float, default=1.0, help="seconds between decodes, at least")
     p.add_argument("--rate-hz", type=float, default=None, help="decode budget: average decodes per second")
     p.add_argument("--max-decodes", type=int, default=None, help="decode budget: hard cap")
@@ -199,8 +218,10 @@ def cli_main(argv: list[str]) -> int:
     decoder = load_decoder(args.model)
     cfg = StreamConfig(window_s=args.window, stride_s=args.stride,
                        frames_per_window=model.config.inference_num_frames(args.frames),  # trained count
-                       query=model.config.inference_query(args.query))  # training query unless given
+                       query=model.config.inference_query(args.query),  # training query unless given
+                       batch_size=args.batch_size)
     trigger = TriggerConfig(cosine_threshold=args.threshold, variance_threshold=args.variance_threshold,
+                            settle_steps=args.settle_steps, settle_tol=args.settle_tol, max_wait_s=args.max_wait,
                             min_gap_s=args.min_gap)
     budget = DecodeBudget(rate_hz=args.rate_hz, max_decodes=args.max_decodes)
     stats: dict = {}

@@ -7,9 +7,12 @@ scikit-learn) -> one digit image is scaled, coloured and moved on a black canvas
 
 - `make_clip_dataset(n)`: short labelled clips for training, zero-shot classification and
   retrieval (class = action, caption = "a red 3 moves left").
-- `make_long_video(seed, n_events)`: a long video made of consecutive events whose
+- `make_long_video(seed, n_events, kind=...)`: a long video made of consecutive events whose
   durations vary from short to long, with `(start_s, end_s, caption)` ground truth, for the
-  selective-decoding benchmark (DESIGN.md section 1, "Selective decoding").
+  selective-decoding benchmark (DESIGN.md section 1, "Selective decoding"). `StreamKind` picks
+  how events change: hard cuts, gradual transitions (cross-fades, slow drifts of colour and
+  position), actions that recur later, a distractor moving inside every event, or a mix of very
+  short and very long events.
 - `write_video(path, frames, fps)`: encode frames to an mp4 with PyAV (h264, else mpeg4).
 
 Everything is deterministic from the seed (numpy Generator), pure numpy/torch.
@@ -20,6 +23,7 @@ Everything is deterministic from the seed (numpy Generator), pure numpy/torch.
 from __future__ import annotations
 
 import argparse
+import enum
 import functools
 import math
 import re
@@ -90,16 +94,32 @@ class Event:
         return [self.caption] + [re.sub(r"^a ([aeiou])", r"an \1", t) for t in texts]
 
 
+def all_captions() -> list[str]:
+    """Every canonical caption of the synthetic world (digit x colour x action, and the target colour
+    of "changes colour"): the text a Y-decoder for these videos must be able to say."""
+    events = [Event(d, c, a, c2) for d in range(10) for c in COLOURS for a in ACTIONS
+              for c2 in ([x for x in COLOURS if x != c] if a == "changes colour" else [None])]
+    return sorted(e.caption for e in events)
+
+
 def _article(word: str) -> str:
     return f"an {word}" if word[0] in "aeiou" else f"a {word}"
 
 
-def reference_captions(caption: str) -> list[str]:
-    """Canonical caption -> [caption, paraphrases...]; raises ValueError for other text."""
+def parse_caption(caption: str) -> Event | None:
+    """Canonical caption -> its `Event`, or None if the text is not one (e.g. a garbled decode)."""
     m = _CANONICAL.match(caption)
     if m is None or m.group(3) not in ACTIONS:
+        return None
+    return Event(int(m.group(2)), m.group(1), m.group(3), m.group(4))
+
+
+def reference_captions(caption: str) -> list[str]:
+    """Canonical caption -> [caption, paraphrases...]; raises ValueError for other text."""
+    event = parse_caption(caption)
+    if event is None:
         raise ValueError(f"{caption!r} is not a canonical synthetic caption like 'a red 3 moves left'")
-    return Event(int(m.group(2)), m.group(1), m.group(3), m.group(4)).paraphrases()
+    return event.paraphrases()
 
 
 @functools.lru_cache(maxsize=1)
@@ -164,25 +184,53 @@ def _paste(canvas: torch.Tensor, glyph: torch.Tensor, cx: float, cy: float) -> N
     canvas[:, ys:ye, xs:xe] = torch.maximum(canvas[:, ys:ye, xs:xe], glyph[:, ys - y0:ye - y0, xs - x0:xe - x0])
 
 
+@dataclass(frozen=True)
+class LeadIn:
+    """Start of a drifting event: its first `frames` frames move from this colour and centre to its own."""
+
+    colour: tuple[float, float, float]  # RGB in [0, 1]
+    cx: float
+    cy: float
+    frames: int
+
+
 def render_event(event: Event, n_frames: int, size: int, rng: np.random.Generator,
                  noise_std: float = 0.02) -> torch.Tensor:
     """Frames of one event: uint8 (T, 3, H, W). The digit image is a random real sample."""
-    image = _digit_image(rng, event.digit)[None, None]  # (1, 1, 8, 8)
+    return _quantize(_render(event, n_frames, size, rng, noise_std)[0])  # (T, 3, H, W)
+
+
+def _quantize(frames: torch.Tensor) -> torch.Tensor:
+    return (frames.clamp(0, 1) * 255).round().to(torch.uint8)
+
+
+def _render(event: Event, n_frames: int, size: int, rng: np.random.Generator, noise_std: float = 0.02,
+            lead_in: LeadIn | None = None, image: torch.Tensor | None = None) -> tuple[torch.Tensor, list[LeadIn]]:
+    """Float frames (T, 3, H, W) in [0, 1] (noise added, not clamped) and the state (colour, centre)
+    of every frame, as `LeadIn`s for a following drift. Draws from `rng` in a fixed order; `image`
+    (1, 1, 8, 8) reuses a digit sample instead of drawing one."""
+    image = _digit_image(rng, event.digit)[None, None] if image is None else image  # (1, 1, 8, 8)
     p = np.linspace(0.0, 1.0, n_frames) if n_frames > 1 else np.zeros(1)
     cx, cy, scale, alpha = _trajectory(event, p, size, rng)
     c1 = torch.tensor(COLOURS[event.colour], dtype=torch.float32) / 255
     c2 = torch.tensor(COLOURS[event.colour2 or event.colour], dtype=torch.float32) / 255
+    colours = [c1 + (c2 - c1) * float(p[t]) if event.action == "changes colour" else c1 for t in range(n_frames)]
+    if lead_in is not None:  # slow drift from the previous event's colour and position
+        w = np.clip((np.arange(n_frames) + 1) / max(1, lead_in.frames), 0, 1)  # (T,) 0 -> 1
+        cx, cy = lead_in.cx + (cx - lead_in.cx) * w, lead_in.cy + (cy - lead_in.cy) * w
+        start = torch.tensor(lead_in.colour, dtype=torch.float32)
+        colours = [start + (c - start) * float(w[t]) for t, c in enumerate(colours)]
     base = 0.4 * size
     frames = torch.zeros(n_frames, 3, size, size)  # (T, 3, H, W) float in [0, 1]
     for t in range(n_frames):
         side = max(2, int(round(base * scale[t])))
         glyph = F.interpolate(image, size=(side, side), mode="bilinear", align_corners=False)[0, 0]
-        colour = c1 + (c2 - c1) * float(p[t]) if event.action == "changes colour" else c1
-        _paste(frames[t], glyph[None] * colour[:, None, None] * float(alpha[t]), cx[t], cy[t])
+        _paste(frames[t], glyph[None] * colours[t][:, None, None] * float(alpha[t]), cx[t], cy[t])
     if noise_std > 0:
         noise = torch.from_numpy(rng.normal(0, noise_std, frames.shape).astype(np.float32))
         frames = frames + noise
-    return (frames.clamp(0, 1) * 255).round().to(torch.uint8)
+    states = [LeadIn(tuple(float(v) for v in c), float(x), float(y), 0) for c, x, y in zip(colours, cx, cy)]
+    return frames, states
 
 
 def make_clip_dataset(n: int, n_frames: int = 8, size: int = 32, seed: int = 0) -> list[dict]:
@@ -212,6 +260,16 @@ def make_clip_dataset(n: int, n_frames: int = 8, size: int = 32, seed: int = 0) 
     return items
 
 
+class StreamKind(str, enum.Enum):
+    """What changes between (and inside) the events of a long video (`make_long_video(kind=...)`)."""
+
+    HARD_CUT = "hard_cut"  # every boundary a cut: new digit, colour, position and action at once
+    GRADUAL = "gradual"  # boundaries are 2-s cross-fades or slow drifts of colour and position
+    RECURRING = "recurring"  # events drawn from a pool of 4, so the same caption comes back later
+    DISTRACTOR = "distractor"  # hard cuts plus a grey blob wandering through every event (never captioned)
+    SHORT_LONG = "short_long"  # hard cuts; half the events last min/2..min s, half max/2..1.5*max s
+
+
 def _event_durations(rng: np.random.Generator, n_events: int, min_dur_s: float, max_dur_s: float):
     """Log-uniform durations, so short and long events are both frequent."""
     if not 0 < min_dur_s <= max_dur_s:
@@ -219,27 +277,119 @@ def _event_durations(rng: np.random.Generator, n_events: int, min_dur_s: float, 
     return np.exp(rng.uniform(math.log(min_dur_s), math.log(max_dur_s), n_events))
 
 
+def _kind_durations(rng: np.random.Generator, kind: StreamKind, n_events: int, min_dur_s: float,
+                    max_dur_s: float) -> np.ndarray:
+    if kind is not StreamKind.SHORT_LONG:
+        return _event_durations(rng, n_events, min_dur_s, max_dur_s)
+    short = _event_durations(rng, n_events, min_dur_s / 2, min_dur_s)
+    long = _event_durations(rng, n_events, max_dur_s / 2, 1.5 * max_dur_s)
+    return np.where(rng.random(n_events) < 0.5, short, long)
+
+
+class _EventSource:
+    """Next event of a long video: a fresh random event whose action differs from the previous one,
+    or (RECURRING) one of a small pool, never the same one twice in a row."""
+
+    def __init__(self, rng: np.random.Generator, kind: StreamKind, pool_size: int = 4):
+        self.rng, self.pool = rng, None
+        if kind is StreamKind.RECURRING:
+            self.pool = []
+            while len(self.pool) < pool_size:
+                event = _random_event(rng)
+                if event.action not in {e.action for e in self.pool}:
+                    self.pool.append(event)
+
+    def next(self, prev: Event | None) -> Event:
+        if self.pool is not None:
+            return self.pool[self.rng.choice([i for i, e in enumerate(self.pool) if e != prev])]
+        event = _random_event(self.rng)
+        while prev is not None and event.action == prev.action:
+            event = _random_event(self.rng)
+        return event
+
+
 def make_long_video(seed: int, n_events: int, fps: float = 4, min_dur_s: float = 2.0,
-                    max_dur_s: float = 20.0, size: int = 32,
+                    max_dur_s: float = 20.0, size: int = 32, kind: StreamKind | str = StreamKind.HARD_CUT,
                     ) -> tuple[torch.Tensor, list[tuple[float, float, str]]]:
     """A long video of consecutive events -> (frames uint8 (T, 3, H, W), [(start_s, end_s, caption)]).
 
-    Consecutive events always differ in action (so every boundary is a change of meaning);
-    `reference_captions(caption)` gives the paraphrases of each ground-truth caption.
-    """
+    Consecutive events always differ (so every boundary is a change of meaning); `kind` picks how
+    they change (`StreamKind`); HARD_CUT gives the same frames as before kinds existed, seed for
+    seed. `reference_captions(caption)` gives the paraphrases of each ground-truth caption."""
+    kind = StreamKind(kind)
     rng = np.random.default_rng(seed)
-    durations = _event_durations(rng, n_events, min_dur_s, max_dur_s)
+    durations = _kind_durations(rng, kind, n_events, min_dur_s, max_dur_s)
+    source = _EventSource(rng, kind)
+    if kind is StreamKind.GRADUAL:
+        return _gradual_video(rng, source, durations, fps, size)
     chunks, truth, t_frames, prev = [], [], 0, None
     for dur in durations:
-        event = _random_event(rng)
-        while prev is not None and event.action == prev.action:
-            event = _random_event(rng)
+        event = source.next(prev)
         n = max(2, int(round(dur * fps)))
         chunks.append(render_event(event, n, size, rng))
         truth.append((t_frames / fps, (t_frames + n) / fps, event.caption))
         t_frames += n
         prev = event
-    return torch.cat(chunks), truth
+    frames = torch.cat(chunks)
+    if kind is StreamKind.DISTRACTOR:
+        frames = _add_distractor(frames, rng)
+    return frames, truth
+
+
+def _gradual_video(rng: np.random.Generator, source: _EventSource, durations: np.ndarray, fps: float,
+                   size: int, transition_s: float = 2.0) -> tuple[torch.Tensor, list[tuple[float, float, str]]]:
+    """Events joined by gradual transitions of `transition_s` centred on each boundary: a cross-fade
+    (both events blended, linear ramp) or a drift (the next event keeps the digit sample and starts
+    from the previous colour and position, moving to its own). The ground-truth boundary is the midpoint."""
+    lengths = [max(2, int(round(d * fps))) for d in durations]
+    ends = np.cumsum(lengths)  # frame index where event i ends
+    frames = torch.zeros(int(ends[-1]), 3, size, size)  # (T, 3, H, W), weighted sum of event clips
+    weight = torch.zeros(len(frames))  # (T,)
+    truth, prev, states, image, lead = [], None, [], None, 0
+    for i, n in enumerate(lengths):
+        half = min(int(round(transition_s * fps / 2)), n // 4, lengths[i + 1] // 4) if i + 1 < len(lengths) else 0
+        drift = bool(lead) and rng.random() < 0.5
+        event = source.next(prev)
+        lo, hi = int(ends[i]) - n - lead, int(ends[i]) + half  # this clip overlaps both transitions
+        ramp = torch.ones(hi - lo)  # (n + lead + half,)
+        if drift:  # the previous event hands over at once; this one starts in its state and drifts away
+            event = Event(prev.digit, event.colour, event.action, event.colour2)
+            s = states[-2 * lead - 1]
+            clip, states = _render(event, hi - lo, size, rng, lead_in=LeadIn(s.colour, s.cx, s.cy, 2 * lead),
+                                   image=image)
+            frames[lo:lo + 2 * lead], weight[lo:lo + 2 * lead] = 0, 0
+        else:
+            image = _digit_image(rng, event.digit)[None, None]  # (1, 1, 8, 8)
+            clip, states = _render(event, hi - lo, size, rng, image=image)
+            if lead:
+                ramp[: 2 * lead] = torch.linspace(0, 1, 2 * lead + 2)[1:-1]  # cross-fade in
+        if half:
+            ramp[-2 * half:] = torch.linspace(1, 0, 2 * half + 2)[1:-1]  # cross-fade out (or handed over)
+        frames[lo:hi] += ramp[:, None, None, None] * clip
+        weight[lo:hi] += ramp
+        truth.append((float(ends[i] - n) / fps, float(ends[i]) / fps, event.caption))
+        prev, lead = event, half
+    return _quantize(frames / weight.clamp(min=1e-6)[:, None, None, None]), truth
+
+
+def _add_distractor(frames: torch.Tensor, rng: np.random.Generator, side: int = 3,
+                    level: float = 0.55) -> torch.Tensor:
+    """A grey square on a random walk with random turns, drawn over every frame: motion that no
+    caption mentions, so a good trigger must not decode on it."""
+    n, _, h, w = frames.shape
+    out = frames.float() / 255
+    pos, vel = rng.uniform(0, [w - side, h - side]), rng.normal(0, 1.5, 2)
+    for t in range(n):
+        if rng.random() < 0.1:
+            vel = rng.normal(0, 1.5, 2)
+        pos = pos + vel
+        for k, lim in ((0, w - side), (1, h - side)):  # bounce off the borders
+            if not 0 <= pos[k] <= lim:
+                vel[k] = -vel[k]
+                pos[k] = float(np.clip(pos[k], 0, lim))
+        x, y = int(round(pos[0])), int(round(pos[1]))
+        out[t, :, y:y + side, x:x + side] = torch.maximum(out[t, :, y:y + side, x:x + side], torch.tensor(level))
+    return _quantize(out)
 
 
 def write_video(path: str | Path, frames: torch.Tensor, fps: float) -> Path:

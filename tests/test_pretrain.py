@@ -21,20 +21,18 @@ from vljepa.pretrain import (
     PretrainConfig,
     PretrainOptim,
     build_encoder,
-    encode_context,
     install_x_encoder,
     jepa_loss,
     lr_at,
-    masked_layer,
     momentum_at,
     param_groups,
-    predict_targets,
     pretrain_loss,
     pretrain_x_encoder,
     token_grid,
     variance_covariance,
     weight_decay_at,
 )
+from vljepa.pretrain_forward import encode_context, masked_layer, predict_targets, rope_tables
 from vljepa.processing import VideoTransform
 from vljepa.synthetic import make_clip_dataset
 
@@ -59,9 +57,10 @@ def test_masked_layer_equals_hf_layer_without_padding():
     x = torch.randn(3, 64, 64)
     layer = enc.encoder.layer[0]
     full = torch.arange(64).expand(3, -1)
-    torch.testing.assert_close(masked_layer(layer, x, full, torch.ones(3, 64, dtype=torch.bool)), layer(x, None)[0])
+    ones = torch.ones(3, 64, dtype=torch.bool)
+    torch.testing.assert_close(masked_layer(layer, x, rope_tables(layer.attention, full), ones), layer(x, None)[0])
     ids = torch.tensor([[0, 5, 17, 40, 63]] * 3)  # a subset keeps its RoPE positions = its token ids
-    torch.testing.assert_close(masked_layer(layer, x[:, :5], ids, torch.ones(3, 5, dtype=torch.bool)),
+    torch.testing.assert_close(masked_layer(layer, x[:, :5], rope_tables(layer.attention, ids), ones[:, :5]),
                                layer(x[:, :5], ids)[0])
 
 

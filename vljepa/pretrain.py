@@ -15,8 +15,9 @@ the features of masked spatio-temporal blocks of a clip from the visible rest of
     AdamW (no decay on biases / norms) on context encoder + predictor; lr warmup + cosine, weight
     decay cosine, EMA momentum linear by optimizer step (V-JEPA 0.998 -> 1.0; V-JEPA 2: 0.99925).
 
-Masks come from vljepa.masking (multi-block, padded, never trimmed to early frames), data from
-vljepa.pretrain_data, collapse monitors from vljepa.pretrain_monitors. The context encoder only
+Masks come from vljepa.masking (multi-block, padded, never trimmed to early frames), the padded
+forward passes from vljepa.pretrain_forward, data from vljepa.pretrain_data, collapse monitors from
+vljepa.pretrain_monitors. The context encoder only
 sees context tokens (the full clip would leak the targets). The EMA *target* encoder is what
 V-JEPA evaluates, and what is saved (with the trained predictor) as a plain Hugging Face
 `VJEPA2Model` folder that `vljepa.builders.load_x_encoder` / `build_vljepa(x_encoder=...)` load.
@@ -40,12 +41,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from transformers import VJEPA2Model
-from transformers.models.vjepa2.modeling_vjepa2 import VJEPA2Layer, VJEPA2Predictor, VJEPA2RopeAttention
 
 from jepa_common.config import load_config, save_config
 from jepa_common.io import atomic_write_json, run_metadata
 from vljepa.masking import MaskBatch, MaskSpec, multiblock_masks, paper_mask_specs
 from vljepa.pretrain_data import PretrainDataConfig, pretrain_clips
+from vljepa.pretrain_forward import encode_context, predict_targets, target_features
 from vljepa.pretrain_monitors import Monitor, MonitorConfig, plot_curves
 from vljepa.processing import VideoTransform
 
@@ -131,77 +132,6 @@ def momentum_at(step: int, cfg: PretrainOptim) -> float:
     """EMA momentum, linear from ema[0] to ema[1] over the optimizer steps of the schedule."""
     m0, m1 = cfg.ema
     return m0 + (m1 - m0) * min(1.0, step / schedule_length(cfg))
-
-
-# ----------------------------------------------------------------------------- masked forward
-def masked_attention(attn: VJEPA2RopeAttention, x: torch.Tensor, positions: torch.Tensor,
-                     valid: torch.Tensor) -> torch.Tensor:
-    """V-JEPA 2 RoPE self-attention over padded rows: x (R, K, D), token ids and valid (R, K)."""
-    r, k, _ = x.shape
-    shape = (r, k, -1, attn.attention_head_size)
-    q, key, v = (proj(x).view(shape).transpose(1, 2) for proj in (attn.query, attn.key, attn.value))  # (R, h, K, d)
-    pos = attn.get_position_ids(x, masks=positions)
-    q, key = attn.apply_rotary_embeddings(q, pos), attn.apply_rotary_embeddings(key, pos)
-    out = F.scaled_dot_product_attention(q, key, v, attn_mask=valid[:, None, None, :], scale=attn.scaling,
-                                         dropout_p=attn.dropout_prob if attn.training else 0.0)  # (R, h, K, d)
-    return attn.proj(out.transpose(1, 2).reshape(r, k, attn.all_head_size))
-
-
-def masked_layer(layer: VJEPA2Layer, x: torch.Tensor, positions: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
-    """`VJEPA2Layer.forward` with a key-padding mask (pre-norm attention + MLP, residuals)."""
-    x = x + layer.drop_path(masked_attention(layer.attention, layer.norm1(x), positions, valid))
-    return x + layer.drop_path(layer.mlp(layer.norm2(x)))
-
-
-def gather_tokens(x: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
-    """x (R, N, D), ids (R, K) -> (R, K, D)."""
-    return torch.gather(x, 1, ids[..., None].expand(-1, -1, x.shape[-1]))
-
-
-def encode_context(model: VJEPA2Model, pixel_values: torch.Tensor, masks: MaskBatch) -> torch.Tensor:
-    """Context encoder on the visible tokens only: (B, T, C, H, W) -> (S*B, Kc, D)."""
-    x = model.encoder.embeddings(pixel_values)  # (B, N, D)
-    x = gather_tokens(x.repeat(len(masks.spec) // len(x), 1, 1), masks.context)  # (S*B, Kc, D)
-    for layer in model.encoder.layer:
-        x = masked_layer(layer, x, masks.context, masks.context_valid)
-    return model.encoder.layernorm(x)
-
-
-def predict_targets(predictor: VJEPA2Predictor, z: torch.Tensor, masks: MaskBatch, num_tokens: int) -> torch.Tensor:
-    """Context features (S*B, Kc, D) -> predicted target features (S*B, Kt, D); mask token per mask type.
-
-    The predictor's sequence is the whole (T'*H'*W') grid in token order: context embeddings at the
-    context ids, the mask type's mask token at the target ids, and any other id masked out of
-    attention. RoPE makes attention depend on ids, not slots, so this equals the reference
-    [context ; mask tokens] sequence (which the HF predictor also sorts by id) with no padding."""
-    emb = predictor.embeddings
-    ctx = emb.predictor_embeddings(z)  # (R, Kc, P)
-    r, _, p = ctx.shape
-    tokens = emb.mask_tokens[masks.spec % emb.num_mask_tokens][:, 0]  # (R, 1, P)
-    x = tokens.expand(r, num_tokens + 1, p).clone()  # (R, N+1, P); slot N takes padded ids
-    x = x.scatter(1, _slots(masks.context, masks.context_valid, num_tokens)[..., None].expand(-1, -1, p), ctx)
-    used = torch.zeros(r, num_tokens + 1, dtype=torch.bool)
-    used.scatter_(1, _slots(masks.context, masks.context_valid, num_tokens), True)
-    used.scatter_(1, _slots(masks.target, masks.target_valid, num_tokens), True)
-    x, used = x[:, :num_tokens], used[:, :num_tokens]  # (R, N, P), (R, N)
-    positions = torch.arange(num_tokens).expand(r, -1)
-    for layer in predictor.layer:
-        x = masked_layer(layer, x, positions, used)
-    x = predictor.proj(predictor.layernorm(x))  # (R, N, D)
-    return gather_tokens(x, masks.target)  # (R, Kt, D)
-
-
-def _slots(ids: torch.Tensor, valid: torch.Tensor, num_tokens: int) -> torch.Tensor:
-    """Token ids with padded slots sent to the spare slot `num_tokens`: (R, K)."""
-    return ids.masked_fill(~valid, num_tokens)
-
-
-@torch.no_grad()
-def target_features(target: VJEPA2Model, pixel_values: torch.Tensor, masks: MaskBatch) -> torch.Tensor:
-    """EMA encoder on the full clip, layer-normalised over D, at the target ids: (S*B, Kt, D)."""
-    h = target.encoder(pixel_values_videos=pixel_values).last_hidden_state  # (B, N, D)
-    h = F.layer_norm(h, h.shape[-1:])
-    return gather_tokens(h.repeat(len(masks.spec) // len(h), 1, 1), masks.target)
 
 
 # ----------------------------------------------------------------------------- losses (pure)

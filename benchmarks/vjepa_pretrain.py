@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import statistics
 import sys
 import time
@@ -164,6 +165,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--figure", default=str(FIGURE))
     p.add_argument("--report", action="store_true", help="only write the report from finished runs")
     args = p.parse_args(argv)
+    os.environ.setdefault("TQDM_DISABLE", "1")  # progress bars would flood the log of a long run
     import torch
 
     torch.set_num_threads(1)

@@ -16,6 +16,7 @@ from vljepa.pretrain_data import (
     video_windows,
 )
 from vljepa.pretrain_monitors import (
+    attentive_probe,
     effective_rank,
     feature_std,
     plot_curves,
@@ -59,7 +60,8 @@ def test_probe_labels():
 
 def test_curves_figure(tmp_path):
     history = [{"step": s, "loss_mask0": 1 / s, "loss_mask1": 2 / s} for s in range(1, 5)]
-    monitors = [{"step": s, "std": 0.1, "token_std": 0.2, "eff_rank": 3.0, "probe_action": 0.5} for s in (0, 4)]
+    monitors = [{"step": s, "std": 0.1, "token_std": 0.2, "eff_rank": 3.0, "token_rank": 5.0, "probe_action": 0.5}
+                for s in (0, 4)]
     plot_curves(history, monitors, tmp_path / "c.png")
     assert (tmp_path / "c.png").stat().st_size > 1000
 
@@ -83,3 +85,12 @@ def test_pretrain_clips_mix_and_errors():
         resolve_videos(["/no/such/video.mp4"])
     with pytest.raises(ValueError, match="no pretraining clips"):
         pretrain_clips(PretrainDataConfig(synthetic_n=0, video_windows=0), 8, transform)
+
+
+def test_attentive_probe_finds_the_token_that_carries_the_label():
+    gen = torch.Generator().manual_seed(0)
+    y = torch.arange(300) % 3
+    tokens = torch.randn(300, 6, 4, generator=gen) * 0.1
+    slot = torch.randint(0, 6, (300,), generator=gen)  # the label sits in one token at a random place
+    tokens[torch.arange(300), slot] += torch.nn.functional.one_hot(y, 4).float() * 2
+    assert attentive_probe(tokens[:200], y[:200], tokens[200:], y[200:], steps=300) > 0.9

@@ -25,7 +25,7 @@ from vljepa.synthetic import make_clip_dataset
 
 RECIPE = Path(__file__).resolve().parent.parent / "recipes" / "vljepa" / "pretrain_tiny_cpu.yaml"
 SMALL = ["optim.max_steps=3", "optim.batch_size=4", "optim.warmup_steps=1", "data.synthetic_n=6",
-         "data.video_windows=0", "monitor.every=2", "monitor.train_clips=20", "monitor.test_clips=10",
+         "data.video_windows=0", "monitor.every=2", "monitor.train_clips=20", "monitor.test_clips=10", "monitor.attentive_steps=20",
          "run.progress=false"]
 
 
@@ -41,7 +41,7 @@ def test_recipe_writes_a_reproducible_vjepa2_checkpoint(tmp_path):
         assert (run / name).is_file(), name
     record = pretraining_record(run / ENCODER_DIR)
     assert record["steps"] == summary["steps"] == 3 and [m["step"] for m in record["monitors"]] == [0, 2, 3]
-    assert {"std", "eff_rank", "probe_action", "probe_colour", "probe_digit"} <= set(record["monitors"][-1])
+    assert {"std", "eff_rank", "probe_action", "probe_colour", "probe_digit", "attentive_action"} <= set(record["monitors"][-1])
     assert json.loads((run / "result.json").read_text())["train_cpu_s"] > 0
     assert (run / ENCODER_DIR / "model.safetensors").stat().st_size < 2_000_000  # small enough to ship
     _run(tmp_path / "b")

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import enum
 import json
 import math
 import time
@@ -81,11 +82,20 @@ class PretrainOptim:
     ema: list[float] = field(default_factory=lambda: [0.998, 1.0])  # V-JEPA 2: [0.99925, 0.99925]
 
 
+class RegFeatures(str, enum.Enum):
+    """Features the optional variance / covariance terms are computed on (context encoder outputs)."""
+
+    POOLED = "pooled"  # one vector per clip (mean of its context tokens): spread across clips
+    TOKENS = "tokens"  # every context token: spread across tokens and dimensions (no dimensional collapse)
+
+
 @dataclass
 class PretrainLoss:
     loss_exp: float = 1.0  # |pred - target| ** loss_exp / loss_exp; 1 = L1 (V-JEPA)
-    variance_weight: float = 0.0  # VICReg-style hinge on the across-clip std; 0 = off (V-JEPA)
-    covariance_weight: float = 0.0  # off-diagonal covariance penalty; 0 = off (V-JEPA)
+    variance_weight: float = 0.0  # VICReg hinge on the per-dimension std (below variance_target); 0 = off (V-JEPA)
+    covariance_weight: float = 0.0  # VICReg off-diagonal covariance penalty; 0 = off (V-JEPA)
+    variance_target: float = 1.0  # the hinge's std target (VICReg's gamma)
+    reg_features: RegFeatures = RegFeatures.POOLED  # what the two terms see
 
 
 @dataclass
@@ -148,13 +158,14 @@ def jepa_loss(pred: torch.Tensor, target: torch.Tensor, masks: MaskBatch, loss_e
     return out
 
 
-def variance_covariance(features: torch.Tensor, eps: float = 1e-4) -> dict[str, torch.Tensor]:
-    """VICReg terms on (B, D): hinge of the per-dim std at 1, and the squared off-diagonal covariance / D."""
+def variance_covariance(features: torch.Tensor, target_std: float = 1.0, eps: float = 1e-4
+                        ) -> dict[str, torch.Tensor]:
+    """VICReg terms on (n, D): hinge of the per-dim std at `target_std`, squared off-diagonal covariance / D."""
     x = features - features.mean(dim=0)
     std = torch.sqrt(x.var(dim=0) + eps)  # (D,)
     cov = x.T @ x / max(1, len(x) - 1)  # (D, D)
     off = cov - torch.diag(torch.diag(cov))
-    return {"variance": F.relu(1 - std).mean(), "covariance": off.pow(2).sum() / x.shape[1]}
+    return {"variance": F.relu(target_std - std).mean(), "covariance": off.pow(2).sum() / x.shape[1]}
 
 
 def masked_mean(x: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
@@ -170,7 +181,8 @@ def pretrain_loss(online: VJEPA2Model, target: VJEPA2Model, pixel_values: torch.
     z = encode_context(online, pixel_values, masks)  # (R, Kc, D)
     pred = predict_targets(online.predictor, z, masks, math.prod(token_grid(online.config)))  # (R, Kt, D)
     out = jepa_loss(pred, y, masks, cfg.loss_exp)
-    out.update(variance_covariance(masked_mean(z, masks.context_valid)))
+    feats = masked_mean(z, masks.context_valid) if cfg.reg_features is RegFeatures.POOLED else z[masks.context_valid]
+    out.update(variance_covariance(feats, cfg.variance_target))  # (R, D) or (valid tokens, D)
     out["loss"] = (out["loss_jepa"] + cfg.variance_weight * out["variance"]
                    + cfg.covariance_weight * out["covariance"])
     out["pred_std"] = masked_mean(pred, masks.target_valid).std(0).mean().detach()  # across clips

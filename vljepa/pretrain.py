@@ -43,7 +43,7 @@ import torch.nn.functional as F
 from torch import nn
 from transformers import VJEPA2Model
 
-from jepa_common.config import load_config, save_config
+from jepa_common.config import load_config, save_config, to_dict
 from jepa_common.io import atomic_write_json, run_metadata
 from vljepa.masking import MaskBatch, MaskSpec, multiblock_masks, paper_mask_specs
 from vljepa.pretrain_data import PretrainDataConfig, pretrain_clips
@@ -52,6 +52,7 @@ from vljepa.pretrain_monitors import Monitor, MonitorConfig, plot_curves
 from vljepa.processing import VideoTransform
 
 ENCODER_DIR = "x_encoder"
+RECORD_FILE = "pretraining.json"
 
 
 @dataclass
@@ -325,7 +326,8 @@ def _appender(out: Path) -> Callable[[str, dict], None]:
 
 def pretrain(cfg: PretrainConfig) -> dict:
     """Build the encoder and data of a recipe, pretrain, save `output_dir/x_encoder` (a VJEPA2Model
-    folder), metrics.jsonl, monitors.jsonl, curves.png, result.json and the resolved config.yaml."""
+    folder carrying its own `pretraining.json`), metrics.jsonl, monitors.jsonl, curves.png,
+    result.json and the resolved config.yaml."""
     torch.set_num_threads(cfg.run.threads)
     out = Path(cfg.run.output_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -340,25 +342,24 @@ def pretrain(cfg: PretrainConfig) -> dict:
     train_s, train_cpu_s = time.time() - t0, time.process_time() - cpu0
     target.save_pretrained(out / ENCODER_DIR)
     summary = {"encoder_dir": str(out / ENCODER_DIR), "steps": len(history), "n_clips": len(clips),
-               "data_s": data_s, "train_s": train_s, "train_cpu_s": train_cpu_s, "first": monitors[0], "last": monitors[-1],
-               "final_loss": history[-1]["loss"] if history else None}
+               "data_s": data_s, "train_s": train_s, "train_cpu_s": train_cpu_s, "first": monitors[0],
+               "last": monitors[-1], "final_loss": history[-1]["loss"] if history else None}
     atomic_write_json(out / "result.json", {**summary, **run_metadata()})
+    atomic_write_json(out / ENCODER_DIR / RECORD_FILE, {  # provenance that travels with the checkpoint
+        "summary": summary, "config": to_dict(cfg), "history": history[::10] + history[-1:], "monitors": monitors,
+        **run_metadata()})
     plot_curves(history, monitors, out / "curves.png")
     return summary
 
 
-def _read_jsonl(path: Path) -> list[dict]:
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.is_file() else []
-
-
 def pretraining_record(encoder_dir: str | Path) -> dict:
-    """What `pretrain` wrote beside an x_encoder folder (empty fields for a folder from elsewhere):
-    path, steps, train_s, history (metrics rows), monitors."""
-    run = Path(encoder_dir).parent
-    result = json.loads((run / "result.json").read_text()) if (run / "result.json").is_file() else {}
-    history = _read_jsonl(run / "metrics.jsonl")
-    return {"path": str(encoder_dir), "steps": len(history), "train_s": result.get("train_s"),
-            "history": history, "monitors": _read_jsonl(run / "monitors.jsonl")}
+    """The `pretraining.json` that `pretrain` puts in an x_encoder folder: path, steps, train_s,
+    train_cpu_s, history (every 10th step), monitors; empty fields for a folder made elsewhere."""
+    path = Path(encoder_dir) / RECORD_FILE
+    rec = json.loads(path.read_text()) if path.is_file() else {"summary": {}, "history": [], "monitors": []}
+    summary = rec["summary"]
+    return {"path": str(encoder_dir), "steps": summary.get("steps", 0), "train_s": summary.get("train_s"),
+            "train_cpu_s": summary.get("train_cpu_s"), "history": rec["history"], "monitors": rec["monitors"]}
 
 
 def main(argv: list[str] | None = None) -> None:

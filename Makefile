@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: venv demo demo-llm demo-vl test lint bench clean
+.PHONY: venv demo demo-llm demo-vl test lint bench gpu-prepare gpu-check clean
 
 venv: $(STAMP)
 
@@ -34,6 +34,13 @@ lint: venv
 
 bench: venv
 	HF_HUB_OFFLINE=1 $(BIN)/python benchmarks/llm_jepa_step.py
+
+# GPU check (docs/gpu_check.md): gpu-prepare writes .gpu/ for the lent GPU machine; gpu-check runs on a CUDA box
+gpu-prepare: venv
+	$(BIN)/python benchmarks/gpu_prepare.py
+
+gpu-check: venv
+	HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false $(BIN)/python benchmarks/gpu_check.py --device cuda
 
 clean:
 	rm -rf $(VENV) demo_out runs .pytest_cache

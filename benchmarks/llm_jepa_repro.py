@@ -15,6 +15,7 @@ jobs are skipped. The arms all run the same number of optimizer steps.
     python benchmarks/llm_jepa_repro.py --shard 0/2 &  python benchmarks/llm_jepa_repro.py --shard 1/2
     python benchmarks/llm_jepa_repro.py --report
     python benchmarks/llm_jepa_repro.py --pilot   # one plain run scored on val, to size the budget
+    python benchmarks/llm_jepa_repro.py --part in_context --shard 0/2   # in_context vs reference, 3 seeds
 """
 
 from __future__ import annotations
@@ -46,6 +47,8 @@ ARMS = [  # the first arm is the baseline of every paired test
 ]
 SWEEP = [Arm("jepa_lam0.5", ["jepa.lam=0.5", "jepa.predictors=1"]),
          Arm("jepa_lam2", ["jepa.lam=2", "jepa.predictors=1"])]
+# What the cheaper `in_context` Enc(Text) costs in accuracy: paired against the reference definition.
+IN_CONTEXT = [ARMS[1], Arm("jepa_lam1_in_context", ["jepa.lam=1", "jepa.predictors=1", "jepa.mode=in_context"])]
 METRICS = ("exact_match", "equivalent")
 
 
@@ -60,6 +63,8 @@ def jobs(part: str) -> list[Job]:
     seed so that `--shard i/3` gets one job of each arm), then the sweep."""
     if part == "sweep":
         return [Job(a, s) for s in SWEEP_SEEDS for a in SWEEP]
+    if part == "in_context":
+        return [Job(a, s) for s in MAIN_SEEDS for a in IN_CONTEXT]
     return [Job(ARMS[(j + i) % len(ARMS)], s) for i, s in enumerate(MAIN_SEEDS) for j in range(len(ARMS))]
 
 
@@ -180,8 +185,38 @@ def sweep_table(found: dict[str, dict[int, dict]], res: dict[str, Any]) -> str:
     for arm, by in found.items():
         for seed, v in sorted(by.items()):
             res.setdefault("sweep", {}).setdefault(arm, {})[seed] = {m: v["metrics"][m] for m in METRICS}
-            rows.append(f"| {arm} | {seed} | " + " | ".join(f"{100 * v['metrics'][m]:.1f}" for m in METRICS) + " |")
+            rows.append(f"| {arm} | {seed} | " + " | ".join(f"{v['metrics'][m]:.1f}" for m in METRICS) + " |")
     return "### Lambda sweep (k=1), test subset\n\n" + "\n".join(rows) + "\n"
+
+
+def in_context_table(out: Path, res: dict[str, Any]) -> str:
+    """`in_context` vs the reference definition (baseline), paired by seed, both metrics."""
+    found = _complete(_load(out, IN_CONTEXT, MAIN_SEEDS), IN_CONTEXT[0].name)
+    if len(found) < 2 or not found[IN_CONTEXT[1].name]:
+        return ""
+    md = []
+    for metric in METRICS:
+        scores = {a: {s: float(v["metrics"][metric]) for s, v in by.items()} for a, by in found.items()}
+        stats = compare(scores, IN_CONTEXT[0].name)
+        res.setdefault("in_context", {})[metric] = stats
+        md.append(f"### in_context vs reference: {metric} (%)\n\n" + markdown_table(stats, metric, IN_CONTEXT[0].name))
+    return "\n".join(md)
+
+
+def in_context_report(out: Path) -> str:
+    """--part in_context --report: accuracy tables and mean step time of in_context relative to reference."""
+    res: dict[str, Any] = {**run_metadata()}
+    md = [in_context_table(out, res)]
+    found = _load(out, IN_CONTEXT, MAIN_SEEDS)
+    steps = {a: statistics.fmean(v["timing"]["mean_step_s"] for v in by.values()) for a, by in found.items() if by}
+    ref = steps.get(IN_CONTEXT[0].name)
+    rows = ["| arm | mean step (s) | ratio vs reference | runs |", "|---|---|---|---|"]
+    rows += [f"| {a} | {t:.3f} | {t / ref:.2f}x | {len(found[a])} |" for a, t in steps.items() if ref]
+    md.append("### Wall-clock cost (same run, interleaved jobs)\n\n" + "\n".join(rows) + "\n")
+    res["mean_step_s"] = steps
+    atomic_write_json(out / "in_context_report.json", res)
+    atomic_write_text(out / "in_context_report.md", "\n".join(md))
+    return "\n".join(md)
 
 
 def report(out: Path, figure: Path) -> dict[str, Any]:
@@ -222,14 +257,17 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--test-size", type=int, default=300, help="fixed seeded subset of the 2000 test records")
     p.add_argument("--set", dest="extra", action="append", default=[], metavar="a.b=c",
                    help="training override applied to every arm (e.g. train.max_steps=200)")
-    p.add_argument("--part", choices=("main", "sweep"), default="main", help="main arms x seeds, or the sweep")
+    p.add_argument("--part", choices=("main", "sweep", "in_context"), default="main",
+                   help="main arms x seeds, the lambda sweep, or in_context vs reference (both x seeds)")
     p.add_argument("--report", action="store_true", help="only aggregate finished runs")
     p.add_argument("--figure", default=str(REPO / "docs" / "figures" / "llm_jepa_repro_loss.png"))
     p.add_argument("--pilot", action="store_true", help="one plain run (seed 82) scored on the val split")
     args = p.parse_args(argv)
     out = Path(args.out)
     data = prepare_data(out, args.val_size, args.test_size)
-    if args.report:
+    if args.report and args.part == "in_context":
+        print(in_context_report(out))
+    elif args.report:
         print((out / "report.md").read_text() if report(out, Path(args.figure)) else "")
     elif args.pilot:
         print(json.dumps(run_job(Job(ARMS[0], MAIN_SEEDS[0]), out / "pilot", data, args.extra, "val"), indent=1)[:3000])

@@ -13,6 +13,9 @@ live in `vljepa.tasks` and hand their arrays to this module.
   query cross-attention pooling -> linear classifier, trained with AdamW.
 
 Label lists for Kinetics-400 / SSv2 / UCF-101 live in eval/labels/ (`load_label_list`).
+Accuracies are percentages in [0, 100]. Ties are pessimistic: a true class tied with others is
+ranked after them (constant scores give 0 %, never "every clip is class 0"); NaN/inf scores and
+labels outside [0, C) are errors.
 
     metrics = zero_shot_from_embeddings(clip_emb, class_emb, labels, class_names)  # (N, D), (C, D)
 """
@@ -42,16 +45,27 @@ def load_label_list(name: str) -> list[str]:
 
 def classification_metrics(scores: np.ndarray | torch.Tensor, labels: np.ndarray | list[int],
                            class_names: list[str], ks: tuple[int, ...] = (1, 5)) -> dict:
-    """Top-k accuracy (%), mean per-class accuracy, per-class accuracy and the confusion matrix."""
-    scores = np.asarray(scores.detach().cpu() if isinstance(scores, torch.Tensor) else scores)
-    labels = np.asarray(labels, dtype=np.int64)
+    """Top-k accuracy (%), mean per-class accuracy, per-class accuracy and the confusion matrix.
+
+    Ties are pessimistic: the true class's rank counts every class scoring >= it, and the
+    predicted class (confusion matrix) of a tie is a wrong one when one is tied."""
+    scores = np.asarray(scores.detach().cpu() if isinstance(scores, torch.Tensor) else scores, dtype=np.float64)
     n_classes = len(class_names)
+    labels = check_labels(labels, n_classes)
     if scores.shape != (len(labels), n_classes):
         raise ValueError(f"scores shape {scores.shape} != (n_samples={len(labels)}, n_classes={n_classes})")
-    order = np.argsort(-scores, axis=1, kind="stable")  # (N, C) best first
-    out: dict = {f"top{k}": float(100 * np.mean((order[:, :k] == labels[:, None]).any(1)))
-                 for k in ks if k <= n_classes}
-    pred = order[:, 0]
+    if len(labels) == 0:
+        raise ValueError("no samples to classify (0 labels); check the data source")
+    bad = np.flatnonzero(~np.isfinite(scores).all(1))
+    if bad.size:
+        raise ValueError(f"{bad.size} of {len(scores)} score rows contain NaN or inf (rows {bad[:5].tolist()}); "
+                         "the embeddings are broken (e.g. an fp16 overflow): fix them before scoring")
+    true_score = scores[np.arange(len(labels)), labels][:, None]  # (N, 1)
+    rank = (scores >= true_score).sum(1)  # (N,) pessimistic 1-based rank of the true class
+    out: dict = {f"top{k}": float(100 * np.mean(rank <= k)) for k in ks if k <= n_classes}
+    is_true = np.zeros_like(scores, dtype=bool)
+    is_true[np.arange(len(labels)), labels] = True
+    pred = np.lexsort((is_true, -scores), axis=1)[:, 0]  # best score; among ties a wrong class first
     confusion = np.zeros((n_classes, n_classes), dtype=np.int64)  # rows: true class, cols: predicted
     np.add.at(confusion, (labels, pred), 1)
     support = confusion.sum(1)
@@ -60,6 +74,18 @@ def classification_metrics(scores: np.ndarray | torch.Tensor, labels: np.ndarray
     out.update(mean_class_accuracy=float(np.mean(list(per_class.values()))), per_class=per_class,
                confusion=confusion.tolist(), n=len(labels))
     return out
+
+
+def check_labels(labels, n_classes: int) -> np.ndarray:
+    """Labels as int64 in [0, n_classes), or a ValueError naming the first bad one."""
+    arr = np.asarray(labels)
+    if arr.ndim != 1 or (arr.size and arr.dtype.kind not in "iu"):
+        raise ValueError(f"labels must be a 1-D list of integer class ids, got dtype {arr.dtype}, shape {arr.shape}")
+    bad = np.flatnonzero((arr < 0) | (arr >= n_classes))
+    if bad.size:
+        raise ValueError(f"label[{bad[0]}] = {arr[bad[0]]} is not a class id in [0, {n_classes}) "
+                         f"({bad.size} such labels); check the label list")
+    return arr.astype(np.int64)
 
 
 def plot_confusion(confusion: list[list[int]] | np.ndarray, class_names: list[str], path: str | Path) -> Path:

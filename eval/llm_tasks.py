@@ -12,6 +12,13 @@ Where the reference code's scoring is wrong we do better, and say so (DESIGN.md 
 Spider execution counts an erroring query as a failure (the reference compares the two
 empty stdouts and calls them equal); NQ-Open checks that a gold answer is contained in the
 normalised generation (the reference checks the reverse, so an empty answer is "correct").
+
+Spider execution runs model-generated SQL, so each query runs on a read-only connection under
+an authorizer that allows reading only (SELECT, reads, functions, recursive CTEs; ATTACH, which
+could create files through a `file:...?mode=rwc` URI, PRAGMA, writes and transactions are
+denied: status "denied") and a per-query time limit (progress handler: status "timeout").
+
+Accuracies from `aggregate` are percentages in [0, 100], the unit of every rate in `eval/`.
 """
 
 from __future__ import annotations
@@ -140,11 +147,22 @@ def normalize_sql(sql: str) -> str:
 @dataclass
 class ExecResult:
     match: bool
-    status: str  # ok | pred_error | gold_error | missing_db | timeout
+    status: str  # ok | pred_error | gold_error | missing_db | timeout | denied
+
+
+# What a scored query may do: read. Everything else (ATTACH, PRAGMA, writes, transactions,
+# schema changes) is denied before it runs.
+_READ_ONLY_ACTIONS = {sqlite3.SQLITE_SELECT, sqlite3.SQLITE_READ, sqlite3.SQLITE_FUNCTION,
+                      getattr(sqlite3, "SQLITE_RECURSIVE", 33)}
+
+
+def _authorize(action: int, *_args) -> int:
+    return sqlite3.SQLITE_OK if action in _READ_ONLY_ACTIONS else sqlite3.SQLITE_DENY
 
 
 def _run_query(db: Path, sql: str, timeout_s: float) -> list[tuple]:
     conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+    conn.set_authorizer(_authorize)
     deadline = time.monotonic() + timeout_s
     conn.set_progress_handler(lambda: int(time.monotonic() > deadline), 10_000)  # nonzero aborts
     try:
@@ -164,8 +182,9 @@ def execution_match(pred: str, gold: str, db: Path, timeout_s: float = 10.0) -> 
         return ExecResult(False, "gold_error")
     try:
         pred_rows = _run_query(db, pred, timeout_s)
-    except sqlite3.OperationalError as e:
-        return ExecResult(False, "timeout" if "interrupt" in str(e) else "pred_error")
+    except sqlite3.DatabaseError as e:
+        status = "timeout" if "interrupt" in str(e) else "denied" if "not authorized" in str(e) else "pred_error"
+        return ExecResult(False, status)
     except (sqlite3.Error, sqlite3.Warning, ValueError):  # Warning: several statements; ValueError: NUL
         return ExecResult(False, "pred_error")
     if "order by" in " ".join(gold.lower().split()):
@@ -238,14 +257,14 @@ def get_task(name: str | Task) -> TaskSpec:
 
 
 def aggregate(per_example: list[dict[str, Any]], spec: TaskSpec) -> dict[str, Any]:
-    """Accuracy of every boolean metric (over examples where it is not None) + value counts."""
+    """Accuracy (%) of every boolean metric (over examples where it is not None) + value counts."""
     out: dict[str, Any] = {"task": spec.task.value, "n": len(per_example), "primary_metric": spec.primary}
     keys = dict.fromkeys(k for ex in per_example for k in ex)
     for key in keys:
         values = [ex.get(key) for ex in per_example]
         bools = [v for v in values if isinstance(v, bool)]
         if bools and len(bools) == sum(v is not None for v in values):
-            out[key] = sum(bools) / len(bools)
+            out[key] = 100 * sum(bools) / len(bools)
             if len(bools) != len(values):
                 out[f"{key}_n"] = len(bools)
         elif key.endswith(("_verdict", "_status")):

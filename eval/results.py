@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from jepa_common.io import atomic_write_json, atomic_write_text, run_metadata
+from jepa_common.io import atomic_write_json, atomic_write_text, file_digest, run_metadata
 
 RESULTS_VERSION = 1
 RESULTS_FILE = "results.json"
@@ -45,22 +45,30 @@ def fingerprint_items(items: list[str]) -> str:
 
 
 def model_identity(path: str | Path | None) -> dict[str, Any]:
-    """Model id and revision: the hub commit when recorded, else a hash of config + weight file sizes."""
+    """Model id and revision: the hub commit when recorded, else `local-<hash>` of the folder's
+    content: every file's relative path and `file_digest` (config, tokenizers, and the weights,
+    hashed whole up to 64 MiB and by size + sampled blocks beyond), so two different models
+    never share an id and re-saving the same weights keeps it."""
     if not path:
         return {"id": None, "revision": None}
     p = Path(path)
     if not p.is_dir():
         return {"id": str(path), "revision": None}
     config = p / "config.json"
-    revision = None
+    revision = json.loads(config.read_text()).get("_commit_hash") if config.is_file() else None
     h = hashlib.sha256()
-    if config.is_file():
-        text = config.read_text()
-        revision = json.loads(text).get("_commit_hash")
-        h.update(text.encode())
-    for f in sorted(p.rglob("*.safetensors")) + sorted(p.rglob("*.bin")):
-        h.update(f"{f.relative_to(p)}:{f.stat().st_size}".encode())
+    for f in sorted(x for x in p.rglob("*") if x.is_file()):
+        h.update(f"{f.relative_to(p).as_posix()}:{file_digest(f)}\n".encode())
     return {"id": str(p.resolve()), "revision": revision or f"local-{h.hexdigest()[:16]}"}
+
+
+def media_signature(path: str | Path) -> str:
+    """`path:size:sha256-prefix` of a media file (first, last and 14 sampled 64 KiB blocks for
+    files over 1 MiB): a dataset fingerprint changes when a file is replaced, not only renamed."""
+    p = Path(path)
+    if not p.is_file():
+        return f"{path}:missing"
+    return f"{path}:{p.stat().st_size}:{file_digest(p, full_limit=2**20, blocks=14)[:16]}"
 
 
 def write_results(out_dir: str | Path, task: str, metrics: dict, config: dict, model: dict,

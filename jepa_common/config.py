@@ -66,7 +66,10 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
     origin = typing.get_origin(tp)
     if origin in (list, tuple):
         if isinstance(value, str):
-            value = yaml.safe_load(value) if value.strip().startswith("[") else [value]
+            try:
+                value = yaml.safe_load(value) if value.strip().startswith("[") else [value]
+            except yaml.YAMLError:
+                raise ConfigError(f"{where}: {value!r} is not a YAML list; write e.g. [a, b]") from None
         if not isinstance(value, list | tuple):
             raise ConfigError(f"{where}: expected a list, got {value!r}")
         (item_tp, *_) = typing.get_args(tp) or (Any,)
@@ -91,7 +94,7 @@ def _coerce_scalar(value: Any, tp: Any, where: str) -> Any:
             raise ConfigError(f"{where}: expected {tp.__name__}, got a boolean")
         try:
             out = tp(value)
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, OverflowError):
             raise ConfigError(f"{where}: expected {tp.__name__}, got {value!r}") from None
         if tp is int and isinstance(value, float) and not value.is_integer():
             raise ConfigError(f"{where}: expected an integer, got {value!r}")
@@ -106,14 +109,19 @@ def _coerce_scalar(value: Any, tp: Any, where: str) -> Any:
 def from_dict(cls: type[T], data: dict[str, Any], prefix: str = "") -> T:
     """Build dataclass `cls` from a nested dict, rejecting unknown keys by name."""
     types_ = _field_types(cls)
-    unknown = sorted(set(data) - set(types_))
+    unknown = sorted(map(str, set(data) - set(types_)))
     if unknown:
         where = f" in section '{prefix}'" if prefix else ""
         raise ConfigError(
             f"unknown config key(s) {unknown}{where}; valid keys are: {sorted(types_)}"
         )
     kwargs = {k: _coerce(v, types_[k], f"{prefix}.{k}" if prefix else k) for k, v in data.items()}
-    return cls(**kwargs)
+    try:
+        return cls(**kwargs)
+    except ValueError as e:  # a section's own checks (__post_init__) name the problem
+        if isinstance(e, ConfigError):
+            raise
+        raise ConfigError(f"{prefix or cls.__name__}: {e}") from None
 
 
 def to_dict(cfg: Any) -> dict[str, Any]:
@@ -140,9 +148,17 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     if "=" not in text:
         raise ConfigError(f"override {text!r} must look like section.key=value")
     key, raw = text.split("=", 1)
-    if not key.strip():
-        raise ConfigError(f"override {text!r} has an empty key")
-    return key.strip().split("."), yaml.safe_load(raw) if raw.strip() else ""
+    parts = key.strip().split(".")
+    if not all(parts):
+        raise ConfigError(f"override {text!r} has an empty key or section name")
+    if not raw.strip():
+        return parts, ""
+    try:
+        return parts, yaml.safe_load(raw)
+    except yaml.YAMLError as e:
+        problem = str(getattr(e, "problem", None) or e).splitlines()[0]
+        raise ConfigError(f"override {text!r}: the value is not valid YAML ({problem}); quote it, e.g. "
+                          f"--set \"{key.strip()}='...'\"") from None
 
 
 def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
@@ -165,12 +181,38 @@ def load_config(cls: type[T], path: str | Path | None = None, overrides: list[st
         path = Path(path)
         if not path.is_file():
             raise ConfigError(f"recipe {path} does not exist; pass --config with a YAML file under recipes/")
-        loaded = yaml.safe_load(path.read_text()) or {}
+        try:
+            loaded = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as e:
+            raise ConfigError(f"recipe {path} is not valid YAML: {' '.join(str(e).split())}") from None
         if not isinstance(loaded, dict):
             raise ConfigError(f"recipe {path} must be a YAML mapping at the top level")
         data = loaded
     data = apply_overrides(data, list(overrides or []))
     return from_dict(cls, data)
+
+
+def config_keys(cls: type, prefix: str = "") -> list[tuple[str, str, Any]]:
+    """(dotted key, type name, default) of every leaf field of a config dataclass tree."""
+    out: list[tuple[str, str, Any]] = []
+    defaults = cls()
+    for name, tp in _field_types(cls).items():
+        key, value = f"{prefix}{name}", getattr(defaults, name)
+        inner, _ = _unwrap_optional(tp)
+        if dataclasses.is_dataclass(inner):
+            out += config_keys(inner, key + ".")
+            continue
+        type_name = "|".join(str(m.value) for m in inner) if isinstance(inner, type) and issubclass(inner, enum.Enum) \
+            else getattr(inner, "__name__", str(inner).replace("typing.", ""))
+        out.append((key, type_name, to_dict(value)))
+    return out
+
+
+def config_help(cls: type) -> str:
+    """Text listing every `--set` key of `cls` with its type and default (for argparse epilogs)."""
+    rows = config_keys(cls)
+    width = max(len(k) for k, _, _ in rows)
+    return "config keys (--set KEY=VALUE):\n" + "\n".join(f"  {k:<{width}}  {t} = {d!r}" for k, t, d in rows)
 
 
 def save_config(cfg: Any, path: str | Path) -> Path:

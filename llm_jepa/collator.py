@@ -12,7 +12,8 @@ position ids restart at 0, so every segment computes exactly what it would alone
 three-pass reference definition, DESIGN.md "Where we can be better" (1)). In `in_context` the
 predictor tokens attend to the conversation up to the end of the user turn and continue its
 positions, so Enc(Text) costs only k extra tokens. Labels cover the assistant turn and its
-end-of-turn token only (or, with `paper_compat`, every non-EOS token like the reference).
+end-of-turn token only (or, with `paper_compat`, every token but the pad token, like the reference).
+`data.max_length` bounds the packed row (conversation + Text view + Code view), the tokens a step pays.
 
     collate = JepaCollator(tokenizer, cfg)
     batch = collate(records)   # input_ids, position_ids, attention_mask (B,1,T,T), labels, ...
@@ -20,6 +21,7 @@ end-of-turn token only (or, with `paper_compat`, every non-EOS token like the re
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 
 import torch
@@ -28,14 +30,18 @@ from transformers import PreTrainedTokenizerBase
 from llm_jepa.config import JepaMode, LLMJepaConfig, Padding
 from llm_jepa.data import (
     TEMPLATE_KWARGS,
+    InvalidRecords,
     RecordError,
     encode_with_span,
     family_of,
     prompt_messages,
     render_prompt,
-    split_record,
+    stop_token_ids,
     validate_record,
+    view_contents,
 )
+
+log = logging.getLogger(__name__)
 
 # The reference's per-family offset from the end of an unpadded view to its "last token".
 FAMILY_OFFSETS = {"llama": -2, "gemma": -2, "qwen": -3, "olmo": -1, "openelm": -4}
@@ -45,6 +51,26 @@ SEG_PAD, SEG_FULL, SEG_TEXT, SEG_CODE = 0, 1, 2, 3
 def predictor_tokens(k: int) -> list[str]:
     """Names of the k predictor tokens added to the tokenizer (the reference's spelling)."""
     return [f"<|predictor_{i + 1}|>" for i in range(k)]
+
+
+# Unused special tokens real vocabularies reserve (Llama 3.x, Gemma 2/3): predictor tokens taken from these
+# need no new embedding row, so the base checkpoint keeps its shape and a LoRA adapter stays small.
+RESERVED_PATTERNS = ("<|reserved_special_token_{}|>", "<unused{}>")
+
+
+def predictor_token_names(tok: PreTrainedTokenizerBase, k: int) -> list[str]:
+    """The k predictor tokens of `tok`: ours (`<|predictor_i|>`) when present, else the first k reserved
+    tokens of the vocabulary, else ours (to be added). Deterministic in the vocabulary, so training,
+    saving and evaluation resolve the same tokens."""
+    ours = predictor_tokens(k)
+    vocab = tok.get_vocab()
+    if not k or all(n in vocab for n in ours):
+        return ours
+    for pattern in RESERVED_PATTERNS:
+        names = [pattern.format(i) for i in range(k)]
+        if all(n in vocab for n in names):
+            return names
+    return ours
 
 
 def code_view_role(tokenizer: PreTrainedTokenizerBase) -> str:
@@ -75,23 +101,26 @@ class JepaCollator:
     def __init__(self, tokenizer: PreTrainedTokenizerBase, cfg: LLMJepaConfig) -> None:
         self.tok, self.cfg = tokenizer, cfg
         self.k = cfg.jepa.predictors
-        self.pred_ids = tokenizer.convert_tokens_to_ids(predictor_tokens(self.k))
+        self.pred_names = predictor_token_names(tokenizer, self.k)
+        self.pred_ids = tokenizer.convert_tokens_to_ids(self.pred_names)
         if any(i is None or i == tokenizer.unk_token_id for i in self.pred_ids):
             raise ValueError("the tokenizer lacks the predictor tokens; call llm_jepa.modeling.add_predictor_tokens"
                              f"(model, tokenizer, {self.k}) first")
         self.views = cfg.jepa.lam != 0.0
         self.code_role = code_view_role(tokenizer)
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+        self.stops = set(stop_token_ids(tokenizer))
         self.offset = cfg.jepa.last_token_offset
         if self.offset is None and cfg.jepa.paper_compat:
             self.offset = FAMILY_OFFSETS.get(family_of(tokenizer) or "")
 
     # ---- encoding -------------------------------------------------------------------------
     def encode(self, record: dict) -> EncodedRecord:
-        """Token ids of the views of one record; RecordError if malformed or over-long."""
+        """Token ids of the views of one record; RecordError if malformed or its packed row is too long."""
         validate_record(record)
-        _, user, assistant = split_record(record)
+        text, code = view_contents(record)
         msgs = prompt_messages(record, self.tok)
+        assistant = record["messages"][-1]["content"].strip()
         prompt = encode_with_span(self.tok, msgs, len(msgs) - 1, msgs[-1]["content"], add_generation_prompt=True)
         full_text = self.tok.apply_chat_template(msgs + [{"role": "assistant", "content": assistant}],
                                                  tokenize=False, **TEMPLATE_KWARGS)
@@ -100,34 +129,57 @@ class JepaCollator:
             raise RecordError("the chat template's generation prompt is not a prefix of the rendered "
                               "conversation; this template is not supported")
         completion = self.tok(full_text[len(prompt_text):], add_special_tokens=False)["input_ids"]
-        full_ids = prompt.ids + completion
-        if self.cfg.jepa.paper_compat:  # reference: all non-pad tokens, and pad == EOS drops EOS
-            labels = [-100 if t == self.tok.eos_token_id else t for t in full_ids]
-        else:
-            labels = [-100] * len(prompt.ids) + completion
-        enc = EncodedRecord(full_ids, labels, prompt.last)
+        labels = self._labels(prompt.ids, completion)
+        keep = max(i for i, t in enumerate(labels) if t != -100) + 1  # nothing after the last label is read
+        enc = EncodedRecord((prompt.ids + completion)[:keep], labels[:keep], prompt.last)
         if self.views:
-            self._encode_views(enc, user, assistant)
+            self._encode_views(enc, text, code)
         self._check_length(enc)
         return enc
 
+    def _labels(self, prompt: list[int], completion: list[int]) -> list[int]:
+        """The assistant turn up to and including its end-of-turn token; nothing after it (Gemma and
+        ChatML templates add a newline) and nothing before it. paper_compat: the reference's labels,
+        every token except its pad token (pad = EOS there, so EOS is never trained)."""
+        if self.cfg.jepa.paper_compat:
+            return [-100 if t == self.tok.pad_token_id else t for t in prompt + completion]
+        ends = [i for i, t in enumerate(completion) if t in self.stops]
+        cut = ends[0] + 1 if ends else len(completion)
+        return [-100] * len(prompt) + completion[:cut] + [-100] * (len(completion) - cut)
+
     def _encode_views(self, enc: EncodedRecord, user: str, assistant: str) -> None:
+        """Text view (user content + k predictors, alone) and Code view (assistant content, alone), each cut
+        after the token its embedding is read at: later tokens cannot change it (causal) and have no label,
+        so they would only cost compute (the template's end-of-turn token, Gemma's newline)."""
         if self.cfg.jepa.mode is JepaMode.REFERENCE:
-            content = user + "".join(predictor_tokens(self.k))
+            content = user + "".join(self.pred_names)
             text = encode_with_span(self.tok, [{"role": "user", "content": content}], 0, content)
-            enc.text_ids, enc.text_last = text.ids, self._last(text.ids, text.last)
+            enc.text_last = self._last(text.ids, text.last)
+            enc.text_ids = text.ids[:enc.text_last + 1]
         code = encode_with_span(self.tok, [{"role": self.code_role, "content": assistant}], 0, assistant)
-        enc.code_ids, enc.code_last = code.ids, self._last(code.ids, code.last)
+        enc.code_last = self._last(code.ids, code.last)
+        enc.code_ids = code.ids[:enc.code_last + 1]
 
     def _last(self, ids: list[int], tracked: int) -> int:
         """Tracked span end, or the reference's offset from the end when one is configured."""
         return tracked if self.offset is None else len(ids) + self.offset
 
+    def row_length(self, enc: EncodedRecord) -> int:
+        """Tokens of the record's packed row (what a step really computes)."""
+        if not self.views:
+            return len(enc.full_ids)
+        text = len(enc.text_ids) if self.cfg.jepa.mode is JepaMode.REFERENCE else self.k
+        return len(enc.full_ids) + text + len(enc.code_ids)
+
     def _check_length(self, enc: EncodedRecord) -> None:
-        longest = max(len(enc.full_ids), len(enc.text_ids or []), len(enc.code_ids or []))
-        if longest > self.cfg.data.max_length:
-            raise RecordError(f"record has a view of {longest} tokens > data.max_length={self.cfg.data.max_length}; "
-                              "raise data.max_length or set data.on_invalid=skip")
+        n = self.row_length(enc)
+        if n > self.cfg.data.max_length:
+            parts = f"conversation {len(enc.full_ids)}"
+            if self.views:
+                parts += f" + Text view {n - len(enc.full_ids) - len(enc.code_ids)} + Code view {len(enc.code_ids)}"
+            raise RecordError(f"record's packed row has {n} tokens ({parts}) > data.max_length="
+                              f"{self.cfg.data.max_length}; raise data.max_length, or let data.on_invalid=skip "
+                              "drop such records before training")
 
     # ---- packing --------------------------------------------------------------------------
     def _row(self, enc: EncodedRecord) -> dict:
@@ -203,3 +255,20 @@ def strip_views(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
             out[key][b, :n] = batch[key][b, idx]
         out["attention_mask"][b, 0, :n, :n] = batch["attention_mask"][b, 0][idx][:, idx]
     return {k: v.to(batch["input_ids"].device) for k, v in out.items()}
+
+
+def encode_records(collate: JepaCollator, records: list[dict], on_invalid: InvalidRecords) -> list[EncodedRecord]:
+    """Tokenize every record once; over-long ones raise or are skipped (counted, logged)."""
+    out, skipped = [], 0
+    for i, rec in enumerate(records):
+        try:
+            out.append(collate.encode(rec))
+        except RecordError as e:
+            if on_invalid is InvalidRecords.ERROR:
+                raise RecordError(f"record {i}: {e}") from None
+            skipped += 1
+    if skipped:
+        log.warning("skipped %d record(s) longer than data.max_length or malformed", skipped)
+    if not out:
+        raise RecordError("no usable training records left; check data.train and data.max_length")
+    return out

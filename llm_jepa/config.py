@@ -50,7 +50,8 @@ class Schedule(enum.Enum):
 @dataclass
 class ModelSection:
     name_or_path: str = "tiny"  # hub id or local folder; "tiny" = random tiny model built offline
-    tiny_family: str = "llama"  # for name_or_path=tiny: llama | gemma | gemma3 | qwen
+    tiny_family: str = "llama"  # for name_or_path=tiny: llama | gemma | gemma3 | qwen | qwen3 | mistral
+    tiny_sliding_window: int | None = None  # for name_or_path=tiny: window of the sliding-attention layers
     tiny_hidden_size: int = 64
     tiny_layers: int = 2
     tiny_vocab_size: int = 512  # BPE trained on the training records
@@ -90,7 +91,7 @@ class LoraSection:
     dropout: float = 0.05
     target_modules: list[str] = field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj",
                                                                "gate_proj", "up_proj", "down_proj"])
-    merge: bool = False  # write a merged full checkpoint instead of the adapter
+    merge: bool = True  # final/ = merged full checkpoint; false: adapter/ only (LoRA + predictor rows)
 
 
 @dataclass

@@ -36,8 +36,13 @@ log = logging.getLogger(__name__)
 ROLES = ("system", "user", "assistant")
 _PLACEHOLDER = "\ue000"  # private-use character: marks where a view's content lands in the template
 # Llama-3 templates stamp today's date into the system turn unless `date_string` is given: fix it,
-# so a prompt renders the same in training and evaluation (reference defect 7, DESIGN.md).
-TEMPLATE_KWARGS = {"date_string": "26 Jul 2024"}
+# so a prompt renders the same in training and evaluation (reference defect 7, DESIGN.md). Qwen3's
+# template opens every answer with a thinking block unless `enable_thinking=False`; with it the empty
+# block `<think>\n\n</think>\n\n` is part of the generation prompt, so it is never a label and the
+# model answers at once at evaluation. Templates ignore variables they do not use.
+TEMPLATE_KWARGS = {"date_string": "26 Jul 2024", "enable_thinking": False}
+# End-of-turn tokens of the supported chat templates (Llama 3, Gemma, ChatML/Qwen, Phi).
+END_OF_TURN = ("<|eot_id|>", "<end_of_turn>", "<|im_end|>", "<|end|>")
 
 
 class InvalidRecords(enum.Enum):
@@ -169,8 +174,8 @@ def _parse_jsonl(lines: list[str], where: str) -> list[Any]:
             continue
         try:
             out.append(json.loads(line))
-        except json.JSONDecodeError as e:
-            raise RecordError(f"{where}:{lineno}: not valid JSON ({e.msg})") from None
+        except (json.JSONDecodeError, RecursionError) as e:  # RecursionError: absurdly deep nesting
+            raise RecordError(f"{where}:{lineno}: not valid JSON ({getattr(e, 'msg', e)})") from None
     return out
 
 
@@ -178,8 +183,11 @@ def _read_lines(src: DataSource) -> list[str]:
     if src.kind is SourceKind.PACKAGED:
         return read_packaged_lines(src.ref)
     opener = gzip.open if src.ref.endswith(".gz") else open
-    with opener(src.ref, "rt", encoding="utf-8") as f:
-        return f.read().splitlines()
+    try:
+        with opener(src.ref, "rt", encoding="utf-8") as f:
+            return f.read().splitlines()
+    except (UnicodeDecodeError, gzip.BadGzipFile, EOFError) as e:
+        raise RecordError(f"{src.ref}: not UTF-8 JSONL text ({e})") from None
 
 
 def _load_hub(hub_id: str, split: str | None) -> list[Any]:
@@ -213,6 +221,35 @@ def split_record(record: dict) -> tuple[str | None, str, str]:
     """(system or None, user, assistant) texts, stripped (templates `trim` them anyway)."""
     by_role = {m["role"]: m["content"].strip() for m in record["messages"]}
     return by_role.get("system"), by_role["user"], by_role["assistant"]
+
+
+def view_contents(record: dict) -> tuple[str, str]:
+    """(Text, Code) contents of the JEPA views. Records may name them explicitly in `text` / `code`
+    (one-message lists, as HellaSwag does: the context without the options, and the ending itself
+    rather than its letter); otherwise Text = the user turn and Code = the assistant turn."""
+    _, user, assistant = split_record(record)
+    out = []
+    for key, default in (("text", user), ("code", assistant)):
+        view = record.get(key)
+        if view is None:
+            out.append(default)
+            continue
+        if (not isinstance(view, list) or len(view) != 1 or not isinstance(view[0], dict)
+                or not isinstance(view[0].get("content"), str) or not view[0]["content"].strip()):
+            raise RecordError(f"record field {key!r} must be a list of one message with non-empty content, "
+                              f"got {str(view)[:80]!r}")
+        out.append(view[0]["content"].strip())
+    return out[0], out[1]
+
+
+def stop_token_ids(tok: PreTrainedTokenizerBase) -> list[int]:
+    """EOS plus the chat template's end-of-turn token (generation stops at either; labels end there)."""
+    ids = {tok.eos_token_id} if tok.eos_token_id is not None else set()
+    vocab = tok.get_vocab()
+    ids.update(vocab[name] for name in END_OF_TURN if name in vocab)
+    if not ids:
+        raise ValueError("tokenizer has neither an EOS nor an end-of-turn token; generation would never stop")
+    return sorted(ids)
 
 
 def family_of(tokenizer: PreTrainedTokenizerBase) -> str | None:

@@ -3,9 +3,11 @@
 Data flow: `EvalConfig` (YAML recipe and/or `--set a.b=c`, or the short flags below) ->
 test records (`llm_jepa.data.load_records`) -> checkpoint or PEFT adapter ->
 `llm_jepa.generate.generate_answers` (greedy, batched, left padded) -> scorer of the task
-NAMED in the config (`eval.llm_tasks`) -> `<out_dir>/results.json` (one entry per example)
-and `<out_dir>/summary.json` (metrics, resolved config, checkpoint, package versions, git
-commit) + `config.yaml`. With `representation: true`, `llm_jepa.representation` adds the
+NAMED in the config (`eval.llm_tasks`; accuracies in percent) -> `<out_dir>/results.json` (the
+versioned schema of `eval.results`, shared with `vljepa eval`, so `vljepa eval compare` reads
+both), `<out_dir>/examples.json` (one entry per example) and `<out_dir>/summary.json` (metrics,
+resolved config, checkpoint, package versions, git commit) + `config.yaml`. The default
+`out_dir` is `runs/llm_jepa_eval/<task>` (vljepa writes under `runs/vljepa_eval/`). With `representation: true`, `llm_jepa.representation` adds the
 Enc(Text)/Enc(Code) cosine, linear-fit and Text->Code retrieval diagnostics and a plot.
 
     llm-jepa eval --checkpoint runs/llm_jepa/tiny_cpu/final --task synth --data synth_test --limit 200
@@ -26,6 +28,7 @@ import torch
 
 from eval.llm_tasks import ScoreContext, Task, aggregate, get_task, gold_answer
 from eval.regex_equiv import BoundaryMode, EquivLimits
+from eval.results import fingerprint_items, model_identity, write_results
 from jepa_common.config import ConfigError, load_config, save_config, to_dict
 from jepa_common.io import atomic_write_json, run_metadata
 
@@ -56,7 +59,7 @@ class EvalConfig:
     data: str = "synth_test"  # packaged set name, JSONL path, or `datasets` hub id org/name
     split: str | None = None  # for hub ids
     limit: int | None = None  # first N records only
-    out_dir: str = "runs/eval"
+    out_dir: str = ""  # "" = runs/llm_jepa_eval/<task>
     spider_db_dir: str | None = None  # <dir>/<db_id>/<db_id>.sqlite enables Spider execution match
     representation: bool = False  # also write the Enc(Text)/Enc(Code) diagnostics
     representation_predictors: int = 0  # k predictor tokens on the Text view (0: Enc(Text) itself)
@@ -98,7 +101,8 @@ def evaluate(cfg: EvalConfig) -> dict[str, Any]:
     if not cfg.checkpoint:
         raise ConfigError("no checkpoint given; set checkpoint=<run>/final (or --checkpoint)")
     spec = get_task(cfg.task)
-    out_dir = Path(cfg.out_dir)
+    out_dir = Path(cfg.out_dir or f"runs/llm_jepa_eval/{spec.task.value}")
+    cfg.out_dir = str(out_dir)
     save_config(cfg, out_dir / "config.yaml")
     records = load_records(cfg.data, cfg.split, limit=cfg.limit)
     model, tok = load_for_generation(cfg.checkpoint, _dtype(cfg.generation.dtype), _device(cfg.generation.device))
@@ -107,7 +111,7 @@ def evaluate(cfg: EvalConfig) -> dict[str, Any]:
                                    cfg.generation.max_new_tokens or spec.max_new_tokens)
     gen_s = time.perf_counter() - t0
     per_example, metrics = score_generations(cfg, records, generations)
-    atomic_write_json(out_dir / "results.json", per_example)
+    atomic_write_json(out_dir / "examples.json", per_example)
     summary: dict[str, Any] = {"metrics": metrics, "checkpoint": str(Path(cfg.checkpoint).resolve()),
                                "data": cfg.data, "n_records": len(records), "generation_seconds": gen_s,
                                "config": to_dict(cfg), **run_metadata()}
@@ -117,6 +121,9 @@ def evaluate(cfg: EvalConfig) -> dict[str, Any]:
         encode = hf_view_encoder(model, tok, cfg.representation_predictors)
         summary["representation"] = representation_report(encode, records, out_dir / "representation")
     atomic_write_json(out_dir / "summary.json", summary)
+    write_results(out_dir, f"llm_jepa/{spec.task.value}", metrics, summary["config"], model_identity(cfg.checkpoint),
+                  {"name": cfg.data, "n": len(records),
+                   "fingerprint": fingerprint_items([json.dumps(r, sort_keys=True) for r in records])})
     log.info("%s on %s: %s = %.4f (n=%d) -> %s", spec.task.value, cfg.data, spec.primary,
              metrics["accuracy"], len(records), out_dir)
     return summary

@@ -14,16 +14,23 @@ end-of-turn/EOS token -> decoded new tokens, in the records' order.
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import torch
 from tqdm.auto import tqdm
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
-from llm_jepa.data import render_prompt
+from llm_jepa.data import render_prompt, stop_token_ids  # noqa: F401  (re-exported)
+from llm_jepa.modeling import embedding_rows
 
-_END_OF_TURN = ("<|eot_id|>", "<end_of_turn>", "<|im_end|>", "<|end|>")
+# A reasoning template's (empty or not) thinking block before the answer: never part of the answer scored.
+_THINK = re.compile(r"^\s*<think>.*?</think>\s*", re.S)
 
+
+def strip_thinking(text: str) -> str:
+    """Drop a leading `<think>...</think>` block (Qwen3 and other reasoning templates)."""
+    return _THINK.sub("", text)
 
 def is_adapter_dir(path: str | Path) -> bool:
     return (Path(path) / "adapter_config.json").is_file()
@@ -48,20 +55,11 @@ def load_for_generation(path: str | Path, dtype: torch.dtype = torch.float32, de
         model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
         tok_src = path
     tok = AutoTokenizer.from_pretrained(tok_src)
-    if model.get_input_embeddings().num_embeddings < len(tok):
-        raise ValueError(f"tokenizer at {tok_src} has {len(tok)} tokens but the model only "
-                         f"{model.get_input_embeddings().num_embeddings}; save the tokenizer with the model")
+    rows = embedding_rows(model)
+    if rows < len(tok):
+        raise ValueError(f"tokenizer at {tok_src} has {len(tok)} tokens but the model only {rows} embedding rows; "
+                         "save the tokenizer with the model")
     return model.to(device).eval(), tok
-
-
-def stop_token_ids(tok: PreTrainedTokenizerBase) -> list[int]:
-    """EOS plus the chat template's end-of-turn token (generation stops at either)."""
-    ids = {tok.eos_token_id} if tok.eos_token_id is not None else set()
-    vocab = tok.get_vocab()
-    ids.update(vocab[name] for name in _END_OF_TURN if name in vocab)
-    if not ids:
-        raise ValueError("tokenizer has neither an EOS nor an end-of-turn token; generation would never stop")
-    return sorted(ids)
 
 
 def _batches(order: list[int], batch_size: int) -> list[list[int]]:
@@ -90,5 +88,5 @@ def generate_answers(model: PreTrainedModel, tok: PreTrainedTokenizerBase, recor
         gen = model.generate(input_ids=ids.to(device), attention_mask=mask.to(device), do_sample=False,
                              max_new_tokens=max_new_tokens, eos_token_id=stops, pad_token_id=pad_id)
         for row, i in enumerate(idx):
-            out[i] = tok.decode(gen[row, width:], skip_special_tokens=True).strip()  # (new tokens)
+            out[i] = strip_thinking(tok.decode(gen[row, width:], skip_special_tokens=True)).strip()
     return out

@@ -49,6 +49,17 @@ def jepa_distance(pred: torch.Tensor, target: torch.Tensor, distance: Distance,
             "n_pairs": torch.tensor(pred.shape[0], device=pred.device)}
 
 
+def infonce_scope_warning(distance: Distance, grad_accum: int, processes: int) -> str | None:
+    """InfoNCE's negatives are the other pairs of the same micro-batch on the same process: accumulation
+    and extra processes add steps, not negatives, so 4 x 4 accumulation is NOT batch 16 for it (the
+    pairwise distances cosine / l2 / mse are exact). Returns the warning to log, or None."""
+    if distance is not Distance.INFONCE or grad_accum * processes == 1:
+        return None
+    return (f"jepa.distance=infonce takes its negatives from each micro-batch of each process (batch_size), not "
+            f"from the {grad_accum} accumulated micro-batches x {processes} processes of a step: raise "
+            "train.batch_size for more negatives")
+
+
 def combine(lm_sum: torch.Tensor, lm_norm: torch.Tensor | float, jepa_sum: torch.Tensor | None,
             jepa_norm: torch.Tensor | float, gamma: float, lam: float) -> torch.Tensor:
     """`gamma * lm_sum / lm_norm + lam * jepa_sum / jepa_norm` (the JEPA part absent when None)."""

@@ -16,13 +16,14 @@ gradient synchronisation).
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 
 import torch
 from torch import nn
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
 from jepa_common.tiny import tiny_causal_lm, tiny_tokenizer
-from llm_jepa.collator import predictor_tokens
+from llm_jepa.collator import RESERVED_PATTERNS, predictor_token_names
 from llm_jepa.config import LLMJepaConfig, MixedPrecision
 from llm_jepa.losses import combine, jepa_distance, lm_loss_sum
 
@@ -37,56 +38,97 @@ def load_model_and_tokenizer(cfg: LLMJepaConfig, corpus: list[str] | None = None
     if m.name_or_path == "tiny":
         tok = tiny_tokenizer(m.tiny_family, corpus, vocab_size=m.tiny_vocab_size)
         model = tiny_causal_lm(m.tiny_family, tok, hidden_size=m.tiny_hidden_size, num_layers=m.tiny_layers,
-                               attn_implementation=m.attn_implementation, seed=cfg.train.seed)
+                               attn_implementation=m.attn_implementation, seed=cfg.train.seed,
+                               sliding_window=m.tiny_sliding_window)
     else:
         tok = AutoTokenizer.from_pretrained(m.name_or_path, trust_remote_code=m.trust_remote_code)
         pure_bf16 = cfg.jepa.paper_compat and cfg.train.mixed_precision is MixedPrecision.BF16
         model = AutoModelForCausalLM.from_pretrained(
             m.name_or_path, dtype=torch.bfloat16 if pure_bf16 else torch.float32,
             attn_implementation=m.attn_implementation, trust_remote_code=m.trust_remote_code)
-    ensure_pad_token(model, tok)
+    model._jepa_base_rows = embedding_rows(model)  # before any resize: does the base checkpoint fit the tokenizer?
+    ensure_pad_token(model, tok, reference=cfg.jepa.paper_compat)
     add_predictor_tokens(model, tok, cfg.jepa.predictors, distinct=not cfg.jepa.paper_compat, seed=cfg.train.seed)
     if m.gradient_checkpointing:
-        model.gradient_checkpointing_enable()
-        model.config.use_cache = False
+        enable_checkpointing(model)
     return model, tok
 
 
-def ensure_pad_token(model: PreTrainedModel, tok: PreTrainedTokenizerBase) -> None:
-    """Give the tokenizer a pad token that is not EOS (the reference's pad = EOS untrains EOS)."""
-    if tok.pad_token is None or tok.pad_token_id == tok.eos_token_id:
-        reserved = "<|finetune_right_pad_id|>"  # Llama-3.1/3.2 ship this unused token
-        if reserved in tok.get_vocab():
+def ensure_pad_token(model: PreTrainedModel, tok: PreTrainedTokenizerBase, reference: bool = False) -> None:
+    """Give the tokenizer a pad token that is not EOS (the reference's pad = EOS untrains EOS).
+
+    A token the vocabulary already reserves is reused before one is added (Llama 3.1+:
+    `<|finetune_right_pad_id|>`), and a new token takes a spare embedding row when the matrix has one
+    (Qwen pads its matrix), so most real models keep their shape. `reference=True` (paper_compat) copies
+    the reference instead: pad = EOS when the tokenizer has no pad token."""
+    if reference:
+        if tok.pad_token is None:
+            tok.pad_token = tok.eos_token
+    elif tok.pad_token is None or tok.pad_token_id == tok.eos_token_id:
+        reserved = reserved_pad_token(tok)
+        if reserved is not None:
             tok.pad_token = reserved
         else:
             tok.add_special_tokens({"pad_token": "<|pad|>"})
-    emb = model.get_input_embeddings().weight
-    if len(tok) > emb.shape[0]:
-        old = emb.shape[0]
-        model.resize_token_embeddings(len(tok), mean_resizing=False)
-        emb = model.get_input_embeddings().weight
-        with torch.no_grad():  # deterministic (resize draws from the global RNG): the mean embedding
-            emb[old:] = emb[:old].mean(0).to(emb.dtype)
+    _fit_embeddings(model, tok.pad_token_id + 1)  # not len(tok): Gemma 3's tokenizer lists an image token past
+    # the text model's 262144 rows
     model.config.pad_token_id = tok.pad_token_id
     if model.generation_config is not None:
         model.generation_config.pad_token_id = tok.pad_token_id
 
 
+def reserved_pad_token(tok: PreTrainedTokenizerBase) -> str | None:
+    """An unused token of the vocabulary to pad with: Llama 3.1+'s `<|finetune_right_pad_id|>`, else the
+    highest-numbered reserved token (Llama 3: `<|reserved_special_token_250|>`; predictors take the lowest)."""
+    vocab = tok.get_vocab()
+    if "<|finetune_right_pad_id|>" in vocab:
+        return "<|finetune_right_pad_id|>"
+    for pattern in RESERVED_PATTERNS:
+        head, tail = pattern.split("{}")
+        numbers = [int(t[len(head):-len(tail)]) for t in vocab
+                   if t.startswith(head) and t.endswith(tail) and t[len(head):-len(tail)].isdigit()]
+        if numbers:
+            return pattern.format(max(numbers))
+    return None
+
+
+def _fit_embeddings(model: PreTrainedModel, n_tokens: int) -> None:
+    """Grow the embedding matrix to `n_tokens` rows only when it has fewer (new rows = the mean row)."""
+    emb = model.get_input_embeddings().weight
+    if n_tokens <= emb.shape[0]:
+        return
+    old = emb.shape[0]
+    model.resize_token_embeddings(n_tokens, mean_resizing=False)
+    emb = model.get_input_embeddings().weight
+    with torch.no_grad():  # deterministic (resize draws from the global RNG): the mean embedding
+        emb[old:] = emb[:old].mean(0).to(emb.dtype)
+
+
+def embedding_rows(model: nn.Module) -> int:
+    """Rows of the input embedding matrix (through peft's TrainableTokensWrapper when present)."""
+    emb = unwrap_lm(model).get_input_embeddings()
+    emb = getattr(emb, "base_layer", emb)
+    return emb.weight.shape[0]
+
+
 def add_predictor_tokens(model: PreTrainedModel, tok: PreTrainedTokenizerBase, k: int,
                          distinct: bool = True, seed: int = 0) -> list[int]:
-    """Add k predictor tokens; their embeddings start at the mean embedding, plus (distinct=True)
-    a small seeded perturbation so they are not all identical (reference defect 4)."""
-    names = predictor_tokens(k)
+    """Give the k predictor tokens embedding rows: reserved tokens of the vocabulary when it has them
+    (`predictor_token_names`), else new special tokens (spare rows first, a resize only if needed).
+    Their embeddings start at the mean embedding, plus (distinct=True) a small seeded perturbation so
+    they are not all identical (reference defect 4)."""
+    names = predictor_token_names(tok, k)
     if not names:
         return []
-    tok.add_special_tokens({"additional_special_tokens": names}, replace_extra_special_tokens=False)
+    if not all(n in tok.get_vocab() for n in names):
+        tok.add_special_tokens({"additional_special_tokens": names}, replace_extra_special_tokens=False)
     ids = tok.convert_tokens_to_ids(names)
+    _fit_embeddings(model, max(ids) + 1)
     emb = model.get_input_embeddings().weight
-    if max(ids) >= emb.shape[0]:
-        model.resize_token_embeddings(len(tok), mean_resizing=False)
-        emb = model.get_input_embeddings().weight
     with torch.no_grad():
-        base = emb[: min(ids)].float()
+        keep = torch.ones(min(len(tok), emb.shape[0]), dtype=torch.bool)
+        keep[ids] = False  # statistics of the other token rows (reserved rows sit inside the vocabulary)
+        base = emb[: keep.numel()][keep].float()
         mean, std = base.mean(0), base.std(0)  # (D,)
         gen = torch.Generator().manual_seed(seed)
         noise = torch.randn(len(ids), emb.shape[1], generator=gen) * std * 0.1 if distinct else 0.0
@@ -98,7 +140,7 @@ def apply_lora(model: PreTrainedModel, tok: PreTrainedTokenizerBase, cfg: LLMJep
     """Wrap with a peft LoRA adapter; predictor-token rows stay trainable unless paper_compat."""
     from peft import LoraConfig, get_peft_model
 
-    pred_ids = tok.convert_tokens_to_ids(predictor_tokens(cfg.jepa.predictors))
+    pred_ids = tok.convert_tokens_to_ids(predictor_token_names(tok, cfg.jepa.predictors))
     trainable = {"embed_tokens": pred_ids} if pred_ids and not cfg.jepa.paper_compat else None
     lcfg = LoraConfig(r=cfg.lora.r, lora_alpha=cfg.lora.alpha, lora_dropout=cfg.lora.dropout,
                       target_modules=list(cfg.lora.target_modules), task_type="CAUSAL_LM",
@@ -111,9 +153,31 @@ def apply_lora(model: PreTrainedModel, tok: PreTrainedTokenizerBase, cfg: LLMJep
 
 def _parts(model: nn.Module) -> tuple[nn.Module, nn.Module, float | None, str]:
     """(decoder, lm_head, final logit soft-cap, attention implementation) of a causal LM or peft model."""
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    base = unwrap_lm(model)
     cap = getattr(base.config, "final_logit_softcapping", None)
     return base.get_decoder(), base.get_output_embeddings(), cap, base.config._attn_implementation
+
+
+def unwrap_lm(model: nn.Module) -> nn.Module:
+    """The transformers causal LM inside a peft wrapper (or the model itself)."""
+    return model.get_base_model() if hasattr(model, "get_base_model") else model
+
+
+# Families whose decoder `jepa_forward` calls directly, each checked by tests/test_llm_jepa_forward.py
+# (packed == separate passes, sliding-window layers included): model_type -> whether the decoder takes a
+# {layer_type: 4-D mask} dict (one mask per attention type) or a single 4-D mask.
+VERIFIED_FAMILIES = {"llama": False, "mistral": False, "gemma2": True, "gemma3_text": True, "qwen2": True,
+                     "qwen3": True}
+FULL, SLIDING = "full_attention", "sliding_attention"
+
+
+def layer_types(config) -> set[str]:
+    """Attention types of the decoder's layers: `config.layer_types`, else one type for all layers
+    (Mistral: sliding when `sliding_window` is set)."""
+    types = getattr(config, "layer_types", None)
+    if types:
+        return set(types)
+    return {SLIDING if getattr(config, "sliding_window", None) else FULL}
 
 
 def _attention_mask(allowed: torch.Tensor, impl: str, dtype: torch.dtype) -> torch.Tensor:
@@ -127,6 +191,89 @@ def _attention_mask(allowed: torch.Tensor, impl: str, dtype: torch.dtype) -> tor
                      "to sdpa or eager")
 
 
+def sliding_window_mask(allowed: torch.Tensor, position_ids: torch.Tensor, window: int) -> torch.Tensor:
+    """`allowed` (B, 1, T, T) restricted to keys less than `window` positions behind the query.
+
+    Distances are taken in position ids, not row indices: inside a packed segment they are the same,
+    and an `in_context` predictor token (which continues the conversation's positions) sees the window
+    it would see in the conversation itself. transformers' rule: key j is visible from query i iff
+    i - j < window (`masking_utils.sliding_window_overlay`)."""
+    dist = position_ids[:, None, :, None] - position_ids[:, None, None, :]  # (B, 1, T, T) query - key
+    return allowed & (dist < window)
+
+
+def decoder_masks(model: nn.Module, allowed: torch.Tensor, position_ids: torch.Tensor
+                  ) -> torch.Tensor | dict[str, torch.Tensor]:
+    """The 4-D mask(s) the decoder needs: a {layer_type: mask} dict for decoders with mixed full / sliding
+    layers (Gemma 2/3, Qwen2/3), one mask otherwise; sliding layers get the window applied."""
+    base = unwrap_lm(model)
+    config, impl = base.config, base.config._attn_implementation
+    dtype = base.get_output_embeddings().weight.dtype
+    masks = {}
+    for kind in layer_types(config):
+        m = sliding_window_mask(allowed, position_ids, config.sliding_window) if kind == SLIDING else allowed
+        masks[kind] = _attention_mask(m, impl, dtype)
+    if VERIFIED_FAMILIES.get(config.model_type, False):
+        return masks
+    if len(masks) > 1:
+        raise ValueError(f"{config.model_type} mixes attention types {sorted(masks)} but its decoder takes one "
+                         "mask; add the family to llm_jepa.modeling.VERIFIED_FAMILIES once tested")
+    return next(iter(masks.values()))
+
+
+def _logits(lm_head: nn.Module, cap: float | None, hidden: torch.Tensor) -> torch.Tensor:
+    """LM head (+ Gemma 2's final soft-cap) on selected hidden states (N, D) -> (N, V)."""
+    logits = lm_head(hidden)
+    return torch.tanh(logits / cap) * cap if cap is not None else logits
+
+
+def _decode(model: nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """Packed rows -> last-layer hidden states (B, T, D): one decoder call with the block mask(s)."""
+    decoder = _parts(model)[0]
+    masks = decoder_masks(model, batch["attention_mask"], batch["position_ids"])
+    return decoder(input_ids=batch["input_ids"], attention_mask=masks, position_ids=batch["position_ids"],
+                   use_cache=False).last_hidden_state
+
+
+class UnsupportedModelError(ValueError):
+    """A model family whose forward the packed JEPA path does not reproduce."""
+
+
+@torch.no_grad()
+def packing_error(model: nn.Module, batch: dict[str, torch.Tensor]) -> float:
+    """Relative max difference between our packed logits of row 0's last segment and `model.forward` on that
+    segment alone. It catches a forward that scales logits (Cohere, Granite) and a decoder that ignores
+    4-D masks or position ids (the last segment sits behind the others in the packed row)."""
+    _, lm_head, cap, _ = _parts(model)
+    if "segment_ids" not in batch:
+        raise ValueError("the batch has no segment_ids; build it with llm_jepa.collator.JepaCollator")
+    seg = batch["segment_ids"][0]
+    idx = (seg == seg.max()).nonzero().squeeze(1)  # (n,) row indices of the last segment
+    ours = _logits(lm_head, cap, _decode(model, batch)[0, idx]).float()  # (n, V)
+    alone = model(input_ids=batch["input_ids"][:1, idx], use_cache=False).logits[0].float()  # (n, V)
+    return float((ours - alone).abs().max() / alone.abs().max().clamp(min=1e-6))
+
+
+def check_family(model: nn.Module, batch: dict[str, torch.Tensor], tol: float = 1e-2) -> None:
+    """Guard of `jepa_forward`: verified families pass; any other family is probed once (`packing_error`)
+    and refused with a clear error when the packed path would be silently wrong."""
+    base = unwrap_lm(model)
+    kind = base.config.model_type
+    if kind in VERIFIED_FAMILIES or getattr(base, "_jepa_probe_ok", False):
+        return
+    err = packing_error(model, batch)
+    if err > tol:
+        raise UnsupportedModelError(
+            f"model type {kind!r} is not supported by the packed LLM-JEPA forward: its logits differ from "
+            f"model.forward on the same tokens by {err:.2g} (relative). Its forward scales the logits or its decoder "
+            "ignores 4-D attention masks / position ids. Verified families: "
+            f"{', '.join(sorted(VERIFIED_FAMILIES))}; support a new one in llm_jepa.modeling.VERIFIED_FAMILIES "
+            "with a packed == separate-passes test.")
+    log.warning("model type %r is not in the verified families; a probe of the packed forward against "
+                "model.forward passed (relative error %.1e)", kind, err)
+    base._jepa_probe_ok = True
+
+
 def jepa_forward(model: nn.Module, batch: dict[str, torch.Tensor], cfg: LLMJepaConfig,
                  lm_norm: torch.Tensor | float | None = None, jepa_norm: torch.Tensor | float | None = None,
                  use_jepa: bool = True) -> dict[str, torch.Tensor]:
@@ -136,15 +283,12 @@ def jepa_forward(model: nn.Module, batch: dict[str, torch.Tensor], cfg: LLMJepaC
     step (all micro-batches, all ranks) so that accumulation and DDP give the big-batch gradient;
     default: this batch's own counts (then `loss = gamma * lm_loss + lam * jepa_loss`).
     """
-    decoder, lm_head, cap, impl = _parts(model)
-    mask = _attention_mask(batch["attention_mask"], impl, lm_head.weight.dtype)
-    hidden = decoder(input_ids=batch["input_ids"], attention_mask=mask, position_ids=batch["position_ids"],
-                     use_cache=False).last_hidden_state  # (B, T, D)
+    check_family(model, batch)
+    _, lm_head, cap, _ = _parts(model)
+    hidden = _decode(model, batch)  # (B, T, D)
     targets = batch["labels"][:, 1:]  # (B, T-1): token t+1 is predicted at t
     sel = targets != -100
-    logits = lm_head(hidden[:, :-1][sel])  # (N, V) only at labelled positions
-    if cap is not None:
-        logits = torch.tanh(logits / cap) * cap
+    logits = _logits(lm_head, cap, hidden[:, :-1][sel])  # (N, V) only at labelled positions
     out = lm_loss_sum(logits, targets[sel])
     n_tok = out["n_tokens"].clamp(min=1)
     out["lm_loss"] = out["lm_sum"].detach() / n_tok
@@ -165,8 +309,27 @@ def jepa_forward(model: nn.Module, batch: dict[str, torch.Tensor], cfg: LLMJepaC
     return out
 
 
+def step_norms(batches: list[dict], use_jepa: bool, cfg: LLMJepaConfig, reduce_sum: Callable | None = None,
+               world: int = 1, device: torch.device | str = "cpu") -> tuple:
+    """(lm_norm, jepa_norm) of one optimizer step for `jepa_forward`: the labelled tokens and view pairs of
+    all its micro-batches on all ranks (`reduce_sum` sums over ranks), divided by the ranks because DDP
+    averages gradients -> accumulation and processes give the big-batch gradient.
+
+    paper_compat: (None, None), i.e. each micro-batch's own means, divided by NEITHER the accumulation
+    steps nor anything else, like the reference (its JEPA arm skips the division the baseline gets)."""
+    if cfg.jepa.paper_compat:
+        return None, None
+    local = torch.tensor([sum(int((b["labels"][:, 1:] != -100).sum()) for b in batches),
+                          sum(b["input_ids"].shape[0] for b in batches) if use_jepa else 0],
+                         device=device, dtype=torch.float64)
+    total = (reduce_sum(local) if reduce_sum is not None and world > 1 else local) / world
+    return total[0].clamp(min=1).float(), total[1].clamp(min=1).float()
+
+
 class JepaModule(nn.Module):
     """`nn.Module` around a causal LM whose forward is `jepa_forward` (so DDP/FSDP see it)."""
+
+    _keys_to_ignore_on_save = None  # read by Trainer after loading a checkpoint into the inner LM
 
     def __init__(self, lm: nn.Module, cfg: LLMJepaConfig) -> None:
         super().__init__()
@@ -179,6 +342,28 @@ class JepaModule(nn.Module):
                 use_jepa: bool = True) -> dict[str, torch.Tensor]:
         batch = {"input_ids": input_ids, "position_ids": position_ids, "attention_mask": attention_mask,
                  "labels": labels}
+        if segment_ids is not None:
+            batch["segment_ids"] = segment_ids
         if text_index is not None:
             batch.update(text_index=text_index, code_index=code_index)
         return jepa_forward(self.lm, batch, self.cfg, lm_norm=lm_norm, jepa_norm=jepa_norm, use_jepa=use_jepa)
+
+    def activation_checkpointing_enable(self, activation_checkpointing_kwargs: dict | None = None, **kw) -> None:
+        """What `Trainer(gradient_checkpointing=True)` calls: checkpoint the inner LM's layers."""
+        enable_checkpointing(self.lm, activation_checkpointing_kwargs, **kw)
+
+    def gradient_checkpointing_enable(self, gradient_checkpointing_kwargs: dict | None = None, **kw) -> None:
+        enable_checkpointing(self.lm, gradient_checkpointing_kwargs, **kw)
+
+
+def enable_checkpointing(lm: nn.Module, kwargs: dict | None = None, **extra) -> None:
+    """Activation checkpointing of a causal LM or peft model (inputs require grad under peft, no KV cache)."""
+    base = unwrap_lm(lm)
+    kwargs = kwargs or {"use_reentrant": False}
+    if hasattr(base, "activation_checkpointing_enable"):  # transformers >= 5.x
+        base.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs, **extra)
+    else:
+        base.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
+    base.config.use_cache = False
+    if base is not lm:
+        lm.enable_input_require_grads()

@@ -93,8 +93,9 @@ def compare(scores: dict[str, dict[int, float]], baseline: str) -> dict[str, Any
     return out
 
 
-def markdown_table(stats: dict[str, Any], metric: str, baseline: str, scale: float = 100.0) -> str:
-    """| arm | metric mean ± std | per-seed | Δ vs baseline | p (one-tailed, paired) |"""
+def markdown_table(stats: dict[str, Any], metric: str, baseline: str, scale: float = 1.0) -> str:
+    """| arm | metric mean ± std | per-seed | Δ vs baseline | p (one-tailed, paired) |; values times
+    `scale` (task accuracies from `llm-jepa eval` are already percentages)."""
     rows = [f"| arm | {metric} (mean ± std) | per seed | Δ vs {baseline} | p (paired, one-tailed) |",
             "|---|---|---|---|---|"]
     for name, s in stats.items():

@@ -1,13 +1,15 @@
 """Final outputs of a run: a Hugging Face checkpoint (or PEFT adapter) + tokenizer, written atomically.
 
 Data flow: trained `JepaModule` -> unwrap (DDP/FSDP) -> `final/` (full model, LoRA merged when
-`lora.merge`, loadable by `transformers.pipeline("text-generation", model=final)`) or `adapter/`
-(LoRA adapter only) -> the tokenizer with the predictor tokens, pad token and chat template is
+`lora.merge` (the default), loadable by `transformers.pipeline("text-generation", model=final)`) or
+`adapter/` (`lora.merge: false`: LoRA weights + the trained predictor-token rows only, no embedding
+matrix when the tokenizer fits the base checkpoint; `pipeline` and `AutoPeftModelForCausalLM` load it) -> the tokenizer with the predictor tokens, pad token and chat template is
 saved beside it, and `generation_config.eos_token_id` lists the end-of-turn token so generation stops.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 from pathlib import Path
@@ -17,15 +19,23 @@ from torch import nn
 from transformers import PreTrainedTokenizerBase
 
 from llm_jepa.config import LLMJepaConfig
+from llm_jepa.data import stop_token_ids
+from llm_jepa.modeling import embedding_rows
+
+log = logging.getLogger(__name__)
 
 
-def _end_of_turn_ids(tok: PreTrainedTokenizerBase) -> list[int]:
-    ids = {tok.eos_token_id}
-    for name in ("<|eot_id|>", "<end_of_turn>", "<|im_end|>"):
-        tid = tok.convert_tokens_to_ids(name)
-        if tid is not None and tid != tok.unk_token_id and name in tok.get_vocab():
-            ids.add(tid)
-    return sorted(i for i in ids if i is not None)
+def _vocab_grew(lm: nn.Module) -> bool:
+    """True when the embedding matrix has more rows than the base checkpoint the adapter names: then the
+    adapter must carry the embedding matrices (PEFT's save_embedding_layers) and only
+    AutoPeftModelForCausalLM (which resizes from the saved tokenizer) loads it, not `pipeline`."""
+    base = lm.get_base_model()
+    grew = embedding_rows(lm) > getattr(base, "_jepa_base_rows", embedding_rows(lm))
+    if grew:
+        log.warning("the tokenizer outgrew %s's embedding matrix (no reserved tokens or spare rows to reuse): the "
+                    "adapter stores the full embedding matrices and transformers.pipeline cannot load it; "
+                    "AutoPeftModelForCausalLM can, or set lora.merge=true", base.name_or_path)
+    return grew
 
 
 def save_output(acc: Accelerator, module: nn.Module, tok: PreTrainedTokenizerBase, cfg: LLMJepaConfig,
@@ -47,11 +57,13 @@ def save_output(acc: Accelerator, module: nn.Module, tok: PreTrainedTokenizerBas
         shutil.rmtree(tmp)
     tmp.mkdir(parents=True)
     base = lm.get_base_model() if adapter_only else lm
-    base.generation_config.eos_token_id = _end_of_turn_ids(tok)
+    base.generation_config.eos_token_id = stop_token_ids(tok)
     base.generation_config.pad_token_id = tok.pad_token_id
-    lm.save_pretrained(tmp, state_dict=state_dict if not cfg.lora.enabled else None)
     if adapter_only:
+        lm.save_pretrained(tmp, save_embedding_layers=_vocab_grew(lm))
         base.generation_config.save_pretrained(tmp)
+    else:
+        lm.save_pretrained(tmp, state_dict=state_dict if not cfg.lora.enabled else None)
     tok.save_pretrained(tmp)
     if target.exists():
         shutil.rmtree(target)

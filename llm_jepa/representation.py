@@ -25,8 +25,8 @@ import torch
 from tqdm.auto import tqdm
 
 from eval.representation import representation_metrics
-from llm_jepa.collator import code_view_role, predictor_tokens
-from llm_jepa.data import encode_with_span, split_record
+from llm_jepa.collator import code_view_role, predictor_token_names
+from llm_jepa.data import encode_with_span, view_contents
 
 
 class View(enum.Enum):
@@ -42,10 +42,10 @@ def hf_view_encoder(model: torch.nn.Module, tok, predictors: int = 0, batch_size
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
     decoder, code_role = base.get_decoder(), code_view_role(tok)
     pad_id = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
-    marks = "".join(predictor_tokens(predictors))
+    marks = "".join(predictor_token_names(tok, predictors))
 
     def view_ids(record: dict, view: View) -> tuple[list[int], int]:
-        _, user, assistant = split_record(record)
+        user, assistant = view_contents(record)
         role, content = ("user", user + marks) if view is View.TEXT else (code_role, assistant)
         enc = encode_with_span(tok, [{"role": role, "content": content}], 0, content)
         return enc.ids, enc.last

@@ -32,45 +32,33 @@ from transformers import get_scheduler
 from jepa_common.config import save_config
 from jepa_common.io import atomic_write_json, atomic_write_text, run_metadata
 from jepa_common.runtime import torchrun_on_cpu
-from llm_jepa.collator import EncodedRecord, JepaCollator, strip_views
+from llm_jepa.collator import JepaCollator, encode_records, strip_views
 from llm_jepa.config import LLMJepaConfig, MixedPrecision
-from llm_jepa.data import InvalidRecords, RecordError, load_records
-from llm_jepa.modeling import JepaModule, apply_lora, load_model_and_tokenizer
+from llm_jepa.data import load_records
+from llm_jepa.losses import infonce_scope_warning
+from llm_jepa.modeling import JepaModule, apply_lora, load_model_and_tokenizer, step_norms
 from llm_jepa.output import save_output
 
 log = logging.getLogger(__name__)
 
 
+STATE_FILE = "train_state.json"
+
+
 class TrainState:
-    """Step counter and the JEPA-dropout generator, saved with `accelerator.save_state`."""
+    """Step counter and the JEPA-dropout generator, written as JSON next to `accelerator.save_state`'s files
+    (never pickled: a checkpoint's own state loads without `weights_only=False`)."""
 
     def __init__(self, seed: int) -> None:
         self.step = 0
         self.jepa_gen = torch.Generator().manual_seed(seed + 1)  # same seed on every rank
 
-    def state_dict(self) -> dict:
-        return {"step": self.step, "jepa_gen": self.jepa_gen.get_state()}
+    def to_json(self) -> dict:
+        return {"step": self.step, "jepa_gen": self.jepa_gen.get_state().tolist()}
 
-    def load_state_dict(self, state: dict) -> None:
+    def load_json(self, state: dict) -> None:
         self.step = int(state["step"])
-        self.jepa_gen.set_state(state["jepa_gen"])
-
-
-def encode_records(collate: JepaCollator, records: list[dict], on_invalid: InvalidRecords) -> list[EncodedRecord]:
-    """Tokenize every record once; over-long ones raise or are skipped (counted, logged)."""
-    out, skipped = [], 0
-    for i, rec in enumerate(tqdm(records, desc="encode", leave=False, disable=len(records) < 2000)):
-        try:
-            out.append(collate.encode(rec))
-        except RecordError as e:
-            if on_invalid is InvalidRecords.ERROR:
-                raise RecordError(f"record {i}: {e}") from None
-            skipped += 1
-    if skipped:
-        log.warning("skipped %d record(s) longer than data.max_length or malformed", skipped)
-    if not out:
-        raise RecordError("no usable training records left; check data.train and data.max_length")
-    return out
+        self.jepa_gen.set_state(torch.tensor(state["jepa_gen"], dtype=torch.uint8))
 
 
 def step_windows(n: int, cfg: LLMJepaConfig, world: int, rank: int, step: int) -> list[list[int]]:
@@ -96,27 +84,13 @@ def total_steps(n: int, cfg: LLMJepaConfig, world: int) -> int:
     return cfg.train.epochs * math.ceil(micros / cfg.train.grad_accum)
 
 
-def _norms(batches: list[dict], use_jepa: bool, cfg: LLMJepaConfig, acc: Accelerator) -> tuple:
-    """Labelled tokens and pairs of the whole step over all ranks, divided by the number of ranks
-    (DDP averages gradients). paper_compat: per-micro-batch means, LM / accumulation, JEPA not."""
-    if cfg.jepa.paper_compat:
-        return None, None  # resolved per micro-batch in run_step
-    local = torch.tensor([sum(int((b["labels"][:, 1:] != -100).sum()) for b in batches),
-                          sum(b["input_ids"].shape[0] for b in batches) if use_jepa else 0],
-                         device=acc.device, dtype=torch.float64)
-    total = acc.reduce(local, reduction="sum") / acc.num_processes
-    return total[0].clamp(min=1).float(), total[1].clamp(min=1).float()
-
-
 def run_step(module, batches: list[dict], use_jepa: bool, cfg: LLMJepaConfig, acc: Accelerator) -> dict:
     """Forward/backward over the micro-batches of one optimizer step; returns summed log terms."""
-    lm_norm, jepa_norm = _norms(batches, use_jepa, cfg, acc)
+    lm_norm, jepa_norm = step_norms(batches, use_jepa, cfg, lambda t: acc.reduce(t, reduction="sum"),
+                                    acc.num_processes, acc.device)
     sums = {k: 0.0 for k in ("lm_sum", "n_tokens", "jepa_sum", "n_pairs", "cos_sum")}
     for i, batch in enumerate(batches):
         sync = contextlib.nullcontext() if i == len(batches) - 1 else acc.no_sync(module)
-        if cfg.jepa.paper_compat:
-            n_tok = int((batch["labels"][:, 1:] != -100).sum())
-            lm_norm, jepa_norm = max(n_tok, 1) * len(batches), batch["input_ids"].shape[0]
         batch = {k: v.to(acc.device) for k, v in batch.items()}
         with sync, acc.autocast():
             out = module(**batch, lm_norm=lm_norm, jepa_norm=jepa_norm, use_jepa=use_jepa)
@@ -134,15 +108,16 @@ def _reduce_logs(sums: dict, acc: Accelerator) -> dict:
             "cos_sim": s["cos_sum"] / max(s["n_pairs"], 1), "jepa_on": s["n_pairs"] > 0}
 
 
-def _save_checkpoint(acc: Accelerator, ckpt_root: Path, step: int) -> None:
-    """save_state into a temp folder, rename it into place, then repoint `last` (atomic)."""
-    tmp, final = ckpt_root / f".tmp-step-{step}", ckpt_root / f"step-{step}"
+def _save_checkpoint(acc: Accelerator, ckpt_root: Path, state: TrainState) -> None:
+    """save_state + train_state.json into a temp folder, rename it into place, then repoint `last` (atomic)."""
+    tmp, final = ckpt_root / f".tmp-step-{state.step}", ckpt_root / f"step-{state.step}"
     if acc.is_main_process and tmp.exists():
         shutil.rmtree(tmp)
     acc.wait_for_everyone()
     acc.save_state(str(tmp))
     acc.wait_for_everyone()
     if acc.is_main_process:
+        atomic_write_json(tmp / STATE_FILE, state.to_json())
         if final.exists():
             shutil.rmtree(final)
         os.replace(tmp, final)
@@ -151,16 +126,39 @@ def _save_checkpoint(acc: Accelerator, ckpt_root: Path, step: int) -> None:
 
 
 def _truncate_log(path: Path, step: int, acc: Accelerator) -> None:
-    """Drop log lines written after the checkpoint we resume from (the killed run's tail)."""
-    if acc.is_main_process and path.is_file():
-        keep = [ln for ln in path.read_text().splitlines() if ln and json.loads(ln)["step"] <= step]
-        atomic_write_text(path, "".join(ln + "\n" for ln in keep))
+    """Keep one line per step up to the checkpoint we resume from (0: a fresh run keeps none). Lines written
+    after it, a torn last line (killed mid-write) and repeated steps are dropped, so a resumed run never
+    duplicates or chokes on a row."""
+    if not (acc.is_main_process and path.is_file()):
+        return
+    rows: dict[int, str] = {}
+    for line in path.read_text().splitlines():
+        try:
+            row_step = int(json.loads(line)["step"])
+        except (json.JSONDecodeError, KeyError, TypeError, ValueError):
+            continue  # a half-written line
+        if row_step <= step:
+            rows.setdefault(row_step, line)
+    atomic_write_text(path, "".join(rows[k] + "\n" for k in sorted(rows)))
+
+
+def _save_tiny_base(model, tok, folder: Path, acc: Accelerator) -> None:
+    """A tiny model exists nowhere else: save it (as built, with pad/predictor rows) so that the adapter
+    can name it as its base checkpoint."""
+    if acc.is_main_process:
+        model.save_pretrained(folder)
+        tok.save_pretrained(folder)
+    acc.wait_for_everyone()
+    model.config._name_or_path = model.name_or_path = str(folder.resolve())  # peft: base_model_name_or_path
+    model._jepa_base_rows = model.get_input_embeddings().weight.shape[0]
 
 
 def _setup(cfg: LLMJepaConfig, acc: Accelerator):
     records = load_records(cfg.data.train, cfg.data.split, on_invalid=cfg.data.on_invalid, limit=cfg.data.limit)
     corpus = [m["content"] for r in records for m in r["messages"]] if cfg.model.name_or_path == "tiny" else None
     model, tok = load_model_and_tokenizer(cfg, corpus)
+    if cfg.lora.enabled and not cfg.lora.merge and cfg.model.name_or_path == "tiny":
+        _save_tiny_base(model, tok, Path(cfg.train.output_dir) / "base", acc)
     if cfg.lora.enabled:
         model = apply_lora(model, tok, cfg)
     collate = JepaCollator(tok, cfg)
@@ -177,6 +175,9 @@ def train(cfg: LLMJepaConfig, on_step: Callable[[int, dict], None] | None = None
     acc = Accelerator(cpu=cpu_ddp, mixed_precision="no" if pure_bf16 else cfg.train.mixed_precision.value,
                       log_with=list(cfg.train.report_to) or None, project_dir=str(out_dir))
     set_seed(cfg.train.seed)
+    note = infonce_scope_warning(cfg.jepa.distance, cfg.train.grad_accum, acc.num_processes)
+    if note:
+        log.warning(note)
     model, tok, collate, encoded = _setup(cfg, acc)
     if pure_bf16:
         model.to(torch.bfloat16)
@@ -184,16 +185,20 @@ def train(cfg: LLMJepaConfig, on_step: Callable[[int, dict], None] | None = None
     params = [p for p in module.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=cfg.train.lr, weight_decay=cfg.train.weight_decay)
     steps = total_steps(len(encoded), cfg, acc.num_processes)
-    sched = get_scheduler(cfg.train.schedule.value, opt, num_warmup_steps=int(cfg.train.warmup_ratio * steps),
-                          num_training_steps=steps)
+    # accelerate's prepared scheduler steps once per process per optimizer step (split_batches=False), so its
+    # length is counted in process-steps: without the factor, 2 processes ran the schedule twice as fast
+    ticks = acc.num_processes
+    sched = get_scheduler(cfg.train.schedule.value, opt, num_warmup_steps=int(cfg.train.warmup_ratio * steps) * ticks,
+                          num_training_steps=steps * ticks)
     module, opt, sched = acc.prepare(module, opt, sched)
     state = TrainState(cfg.train.seed)
-    acc.register_for_checkpointing(state)
     ckpt_root = out_dir / "checkpoints"
     if cfg.train.resume and (ckpt_root / "last").is_file():
-        acc.load_state(str(ckpt_root / (ckpt_root / "last").read_text().strip()))
+        ckpt = ckpt_root / (ckpt_root / "last").read_text().strip()
+        acc.load_state(str(ckpt))
+        state.load_json(json.loads((ckpt / STATE_FILE).read_text()))
         log.info("resumed from step %d", state.step)
-        _truncate_log(out_dir / "metrics.jsonl", state.step, acc)
+    _truncate_log(out_dir / "metrics.jsonl", state.step, acc)
     if acc.is_main_process:
         save_config(cfg, out_dir / "config.yaml")
         atomic_write_json(out_dir / "run_metadata.json", run_metadata())
@@ -233,7 +238,7 @@ def _train_loop(cfg, acc, module, opt, sched, params, state, collate, encoded, s
         bar.update(1)
         bar.set_postfix(lm=f"{metrics['lm_loss']:.3f}", jepa=f"{metrics['jepa_loss']:.3f}")
         if cfg.train.save_every and state.step % cfg.train.save_every == 0 and state.step < steps:
-            _save_checkpoint(acc, Path(cfg.train.output_dir) / "checkpoints", state.step)
+            _save_checkpoint(acc, Path(cfg.train.output_dir) / "checkpoints", state)
         if on_step is not None:
             on_step(state.step, metrics)
     bar.close()

@@ -8,6 +8,7 @@ import json
 import pytest
 import torch
 
+from eval.results import load_results
 from llm_jepa.cli import main as llm_jepa_main
 from llm_jepa.config import load_llm_jepa_config
 from llm_jepa.generate import generate_answers, load_for_generation
@@ -29,13 +30,16 @@ def test_train_then_eval_writes_results(trained_run, tmp_path):
                         "--limit", "12", "--out", str(out), "--max-new-tokens", "12", "--representation",
                         "--set", "generation.batch_size=5"])
     assert rc == 0
-    results = json.loads((out / "results.json").read_text())
+    results = json.loads((out / "examples.json").read_text())
     summary = json.loads((out / "summary.json").read_text())
+    record = load_results(out)  # the versioned schema shared with `vljepa eval`
+    assert record["task"] == "llm_jepa/synth" and record["metrics"]["accuracy"] == summary["metrics"]["accuracy"]
+    assert record["dataset"]["n"] == 12 and record["model"]["revision"].startswith("local-")
     assert len(results) == 12 and {"prediction", "gold", "exact_match", "equivalent", "regex_verdict"} <= set(results[0])
     assert results[0]["gold"] == "~((dog.*[0-9].*){3,})"  # first synth_test record, in order
     m = summary["metrics"]
-    assert m["task"] == "synth" and m["n"] == 12 and 0.0 <= m["accuracy"] <= 1.0
-    assert m["accuracy"] == sum(r["equivalent"] for r in results) / 12
+    assert m["task"] == "synth" and m["n"] == 12 and 0.0 <= m["accuracy"] <= 100.0  # percent
+    assert m["accuracy"] == pytest.approx(100 * sum(r["equivalent"] for r in results) / 12)
     assert summary["config"]["generation"]["batch_size"] == 5 and summary["config"]["task"] == "synth"
     assert "packages" in summary and "git_commit" in summary and summary["checkpoint"].endswith("final")
     rep = summary["representation"]

@@ -30,7 +30,7 @@ def test_compare_pairs_by_seed_not_by_position():
     out = compare(scores, "sft")
     assert out["jepa"]["vs_baseline"]["mean_diff"] == pytest.approx(0.02)
     assert out["jepa"]["seeds"] == [23, 37, 82] and "vs_baseline" not in out["sft"]
-    table = markdown_table(out, "accuracy", "sft")
+    table = markdown_table(out, "accuracy", "sft", scale=100.0)  # fractions shown as percent
     assert "| jepa | 62.0 ± 9.5 | 63.0, 71.0, 52.0 | +2.0 |" in table and table.count("\n") == 4
 
 

@@ -90,7 +90,7 @@ def test_nlrx_scorer_exact_and_equivalence():
     out = spec.score("dog", gold, ScoreContext())
     assert out["exact_match"] is False and out["equivalent"] is False
     summary = aggregate([spec.score(p, gold, ScoreContext()) for p in ["([0-9])|(dog)", "dog", "(("]], spec)
-    assert summary["equivalent"] == pytest.approx(1 / 3) and summary["exact_match"] == 0.0
+    assert summary["equivalent"] == pytest.approx(100 / 3) and summary["exact_match"] == 0.0  # percent
     assert summary["regex_verdict_counts"] == {"equivalent": 1, "different": 1, "parse_error": 1}
 
 
@@ -179,3 +179,27 @@ def test_nq_open_gold_contained_in_generation():
 def test_unknown_task_names_the_valid_ones():
     with pytest.raises(ValueError, match="synth"):
         get_task("synth_test")
+
+
+@pytest.mark.parametrize("pred", [
+    "ATTACH 'file:{out}?mode=rwc' AS x",  # created a file even on the read-only connection
+    "ATTACH DATABASE '{out}' AS x",
+    "PRAGMA writable_schema = 1",
+    "CREATE TEMP TABLE t(a)",
+    "SELECT 1; ATTACH '{out}' AS y",
+])
+def test_spider_execution_denies_side_effects(spider_dir, pred):
+    out = spider_dir / "created.sqlite"
+    res = execution_match(pred.format(out=out), "SELECT 1", spider_dir / "shop" / "shop.sqlite")
+    assert res.match is False and res.status in ("denied", "pred_error") and not out.exists()
+    assert execution_match(f"ATTACH 'file:{out}?mode=rwc' AS x", "SELECT 1",
+                           spider_dir / "shop" / "shop.sqlite").status == "denied"
+
+
+def test_spider_execution_time_limit_per_query(spider_dir):
+    endless = "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c) SELECT count(*) FROM c"
+    res = execution_match(endless, "SELECT 1", spider_dir / "shop" / "shop.sqlite", timeout_s=0.2)
+    assert res.status == "timeout" and res.match is False
+    ok = execution_match("WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 3) "
+                         "SELECT count(*) FROM c", "SELECT 3", spider_dir / "shop" / "shop.sqlite")
+    assert ok.status == "ok" and ok.match  # reading (with a recursive CTE) stays allowed

@@ -94,7 +94,7 @@ def test_manifests_jsonl_and_csv(tmp_path):
     (rec,) = load_manifest(tmp_path / "m.csv")
     assert rec.start is None and rec.end == 2.0 and rec.query == "what?"
     (tmp_path / "bad.jsonl").write_text(json.dumps({"path": "x.mp4"}) + "\n")
-    with pytest.raises(ValueError, match=r"bad.jsonl:1: missing column\(s\) \['target'\]"):
+    with pytest.raises(ValueError, match=r"bad.jsonl:1: missing or blank 'target'"):
         load_manifest(tmp_path / "bad.jsonl")
 
 

@@ -90,3 +90,27 @@ def test_two_process_training_equals_one_process_on_the_global_batch(tmp_path: P
     b = VLJepaModel.from_pretrained(tmp_path / "two" / "model").state_dict()
     for key in ("predictor_head.weight", "visual_proj.weight", "y_head.weight", "logit_scale"):
         torch.testing.assert_close(a[key], b[key], rtol=1e-3, atol=1e-5)
+
+
+def _torchrun_train(tmp_path: Path, *sets: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+           "-m", "vljepa.cli", "train", "--config", RECIPE, *[a for kv in sets for a in ("--set", kv)]]
+    return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=400)
+
+
+@pytest.mark.multiproc
+def test_two_processes_with_the_default_trainable_y_encoder(tmp_path: Path):
+    """The recipe's default Y-encoder LR multiplier (0.05) trains MiniLM, whose BERT pooler is never
+    used: DDP stopped with "Expected to have finished reduction" before the pooler was dropped."""
+    cache = tmp_path / "cache"
+    main(["cache-features", "--config", RECIPE, "--out", str(cache), "--set", "data.synthetic_n=16"])
+    common = ["data.source=cache", f"data.cache_dir={cache}", "run.progress=false", "run.log_every=1"]
+    proc = _torchrun_train(tmp_path, *common, f"run.output_dir={tmp_path / 'ddp'}", "optim.batch_size=4",
+                           "optim.max_steps=2")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert len((tmp_path / "ddp" / "metrics.jsonl").read_text().splitlines()) == 2
+    # the tiny recipe's 16 clips at batch 16 on 2 processes: a clear error instead of ZeroDivisionError
+    small = _torchrun_train(tmp_path, *common, f"run.output_dir={tmp_path / 'small'}", "optim.max_steps=1")
+    assert small.returncode != 0 and "the data set has 16 clips, fewer than one global batch" in small.stderr
+    assert "set optim.batch_size <= 8 for 2 process(es) (or run 1 process(es))" in small.stderr

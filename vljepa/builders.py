@@ -19,10 +19,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 from transformers import (
-    AutoConfig,
     AutoModel,
     AutoTokenizer,
-    CLIPVisionModel,
     Gemma3TextConfig,
     LlamaConfig,
     PreTrainedModel,
@@ -33,10 +31,7 @@ from transformers import (
 )
 
 from vljepa.configuration import VLJepaConfig
-from vljepa.modeling import VLJepaModel
-
-# Full image-text checkpoints whose vision tower is the X-encoder.
-_VISION_TOWERS = {"siglip": SiglipVisionModel, "clip": CLIPVisionModel}
+from vljepa.modeling import VLJepaModel, load_x_encoder
 
 TINY_CORPUS = [
     "what happens? what is the digit doing? describe the clip. what happens in this video?",
@@ -62,13 +57,6 @@ def slice_last_layers(lm: PreTrainedModel, n: int) -> PreTrainedModel:
     if getattr(lm.config, "layer_types", None):
         lm.config.layer_types = list(lm.config.layer_types)[total - n:]
     return lm
-
-
-def load_x_encoder(name_or_path: str, **kwargs) -> PreTrainedModel:
-    """V-JEPA 2 (video) or the vision tower of a SigLIP/CLIP checkpoint (images)."""
-    model_type = AutoConfig.from_pretrained(name_or_path).model_type
-    cls = _VISION_TOWERS.get(model_type)
-    return cls.from_pretrained(name_or_path, **kwargs) if cls else AutoModel.from_pretrained(name_or_path, **kwargs)
 
 
 def _assemble(x_encoder: PreTrainedModel, predictor: PreTrainedModel, y_encoder: PreTrainedModel,
@@ -143,16 +131,24 @@ def build_tiny_vljepa(x_kind: str = "vjepa2", num_frames: int = 8, crop_size: in
             max_query_length=32, max_target_length=32)
 
 
+# Llama 3.2's RoPE: theta 500000 with "llama3" frequency scaling (8k -> 128k context), as in its config.json.
+LLAMA_3_2_ROPE = {"rope_type": "llama3", "rope_theta": 500000.0, "factor": 32.0, "low_freq_factor": 1.0,
+                  "high_freq_factor": 4.0, "original_max_position_embeddings": 8192}
+
+
 def paper_vljepa_config():
     """The paper's configuration from configs alone: V-JEPA 2 ViT-L/16 256px, Llama-3.2-1B layers
-    8-15 (hidden 2048), EmbeddingGemma-300M shapes, D = 1536."""
+    8-15 (hidden 2048, RoPE theta 500000 with llama3 scaling), EmbeddingGemma-300M (Gemma 3 text,
+    bidirectional attention, sliding window 512), D = 1536. Counted on the meta device this is
+    1.362B parameters (V-JEPA 2's own predictor is not counted: VL-JEPA never runs it)."""
     llama_1b_last8 = LlamaConfig(vocab_size=128256, hidden_size=2048, intermediate_size=8192,
                                  num_hidden_layers=8, num_attention_heads=32, num_key_value_heads=8,
                                  head_dim=64, max_position_embeddings=131072, rms_norm_eps=1e-5,
-                                 tie_word_embeddings=True)
+                                 tie_word_embeddings=True, rope_parameters=dict(LLAMA_3_2_ROPE))
     embedding_gemma = Gemma3TextConfig(vocab_size=262144, hidden_size=768, intermediate_size=1152,
                                        num_hidden_layers=24, num_attention_heads=3, num_key_value_heads=1,
-                                       head_dim=256, max_position_embeddings=2048)
+                                       head_dim=256, max_position_embeddings=2048,
+                                       use_bidirectional_attention=True, sliding_window=512)
     return VLJepaConfig(
         x_encoder=VJEPA2Config().to_dict(), x_encoder_name_or_path="facebook/vjepa2-vitl-fpc64-256",
         predictor=llama_1b_last8.to_dict(), predictor_name_or_path="meta-llama/Llama-3.2-1B",

@@ -85,6 +85,7 @@ def cache_features(model, dataset: Dataset, out_dir: str | Path, batch_size: int
         shards.append({"file": name, "count": len(pending)})
     atomic_write_json(out_dir / INDEX_FILE, {
         "n": len(meta["index"]), "n_skipped": n_skipped, "pooled": pooled, "dtype": dtype, "shards": shards,
+        "num_frames": getattr(dataset, "num_frames", None),  # recorded into models trained on this cache
         "x_encoder": x_encoder_identity(model), **meta, "metadata": run_metadata()})
     return out_dir
 

@@ -16,11 +16,14 @@ import argparse
 import json
 import sys
 
-from jepa_common.config import load_config
+from jepa_common.config import ConfigError, config_help, load_config
 
 
 def _recipe_parser(prog: str, description: str) -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog=prog, description=description)
+    from vljepa.recipe import TrainConfig
+
+    p = argparse.ArgumentParser(prog=prog, description=description, epilog=config_help(TrainConfig),
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--config", required=True, help="YAML recipe, e.g. recipes/vljepa/tiny_cpu.yaml")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a recipe field, e.g. --set optim.lr=1e-4 (repeatable)")
@@ -31,8 +34,9 @@ def train_main(argv: list[str]) -> None:
     from vljepa.recipe import TrainConfig
     from vljepa.train import train
 
-    args = _recipe_parser("vljepa train", "Train a VL-JEPA model from a recipe.").parse_args(argv)
-    result = train(load_config(TrainConfig, args.config, args.overrides))
+    p = _recipe_parser("vljepa train", "Train a VL-JEPA model from a recipe.")
+    args = p.parse_args(argv)
+    result = train(_load(p, TrainConfig, args))
     print(json.dumps({"step": result["step"], "model_dir": result["model_dir"], "last": result["last"]}))
 
 
@@ -47,11 +51,19 @@ def cache_main(argv: list[str]) -> None:
     p.add_argument("--shard-size", type=int, default=1024)
     p.add_argument("--dtype", default="float32", choices=["float32", "float16", "bfloat16"])
     args = p.parse_args(argv)
-    cfg = load_config(TrainConfig, args.config, args.overrides)
+    cfg = _load(p, TrainConfig, args)
     model = build_model(cfg.model)
     out = cache_features(model, build_dataset(cfg.data, model), args.out, batch_size=args.batch_size,
                          shard_size=args.shard_size, pooled=args.pooled, dtype=args.dtype)
     print(f"cached features in {out}")
+
+
+def _load(parser: argparse.ArgumentParser, cls: type, args: argparse.Namespace):
+    """The recipe + overrides, or a one-line usage error (exit 2) naming the bad key or value."""
+    try:
+        return load_config(cls, args.config, args.overrides)
+    except ConfigError as e:
+        parser.error(str(e))
 
 
 def _eval_main(argv: list[str]) -> None:
@@ -77,12 +89,16 @@ COMMANDS = {"train": train_main, "cache-features": cache_main, "eval": _eval_mai
 
 
 def main(argv: list[str] | None = None) -> None:
+    """`vljepa COMMAND ...`; no command or an unknown one prints the usage and exits with status 2."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    if not argv or argv[0] in ("-h", "--help") or argv[0] not in COMMANDS:
+    if argv and argv[0] in ("-h", "--help"):
         print(__doc__.strip())
-        if argv and argv[0] not in ("-h", "--help"):
-            sys.exit(f"unknown command {argv[0]!r}; choose one of {sorted(COMMANDS)}")
         return
+    if not argv or argv[0] not in COMMANDS:
+        print(__doc__.strip(), file=sys.stderr)
+        problem = f"unknown command {argv[0]!r}" if argv else "no command given"
+        print(f"vljepa: error: {problem}; choose one of {sorted(COMMANDS)}", file=sys.stderr)
+        sys.exit(2)
     COMMANDS[argv[0]](argv[1:])
 
 

@@ -19,6 +19,7 @@ the source LM).
 from __future__ import annotations
 
 import enum
+import warnings
 
 from transformers import AutoConfig, PretrainedConfig
 
@@ -63,7 +64,13 @@ class VLJepaConfig(PretrainedConfig):
         embed_dim: shared embedding size D (paper: 1536).
         loss: infonce | cosine | l1 | l2; temperature: InfoNCE temperature (initial value when
             learn_temperature); learn_temperature: learnable logit scale (CLIP style).
-        default_query: query used by retrieval/classification calls when none is given.
+        default_query: query used by retrieval/classification calls, pipelines and `vljepa stream`
+            when none is given; training sets it to the most frequent training query.
+        num_frames: frames per clip the model was trained with (set by `vljepa train`; 0 = not
+            recorded, then the X-encoder's own `frames_per_clip`). Inference uses it by default.
+        training_queries: the distinct queries seen in training, most frequent first (at most 32).
+        freeze_predictor_embeddings: keep the predictor LM's token-embedding table fixed (it is
+            most of the predictor's parameters: 263M of Llama-3.2-1B's last 8 layers + table).
     """
 
     model_type = "vljepa"
@@ -86,6 +93,9 @@ class VLJepaConfig(PretrainedConfig):
     temperature: float = 0.07
     learn_temperature: bool = True
     default_query: str = ""
+    num_frames: int = 0
+    training_queries: list | None = None
+    freeze_predictor_embeddings: bool = False
 
     def __post_init__(self, **kwargs):
         super().__post_init__(**kwargs)
@@ -104,6 +114,30 @@ class VLJepaConfig(PretrainedConfig):
         data = dict(data)
         model_type = data.pop("model_type")
         return AutoConfig.for_model(model_type, **data)
+
+    def inference_num_frames(self, requested: int | None = None) -> int:
+        """Frames per clip for inference: `requested` if given (with a warning when it differs from
+        what the model was trained with), else the trained count, else the X-encoder's own."""
+        trained = int(self.num_frames or 0)
+        if requested:
+            if trained and requested != trained:
+                warnings.warn(f"num_frames={requested} differs from the {trained} frames per clip this model "
+                              "was trained with; predictions may degrade (and cost scales with frames)",
+                              stacklevel=2)
+            return int(requested)
+        return trained or int((self.x_encoder or {}).get("frames_per_clip") or 8)
+
+    def inference_query(self, requested: str | None = None) -> str:
+        """The query for inference: `requested` if given (warning when it was never seen in training),
+        else `default_query` (the most frequent training query once trained)."""
+        if requested is None:
+            return self.default_query
+        seen = self.training_queries or []
+        if seen and requested not in seen:
+            warnings.warn(f"query {requested!r} was never seen in training (trained with {seen[:3]}"
+                          f"{' ...' if len(seen) > 3 else ''}); the default is {self.default_query!r}",
+                          stacklevel=2)
+        return requested
 
     @property
     def is_video_encoder(self) -> bool:

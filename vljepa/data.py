@@ -20,7 +20,9 @@ Unreadable media raise `vljepa.video.MediaError` naming the file, or with
 from __future__ import annotations
 
 import csv
+import io
 import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,7 +30,7 @@ import torch
 from torch.utils.data import Dataset
 
 from vljepa.processing import VideoTransform
-from vljepa.video import MediaError, load_media
+from vljepa.video import MediaError, check_num_frames, load_clip
 
 REQUIRED_COLUMNS = ("path", "target")
 
@@ -45,40 +47,90 @@ class Record:
     frames: torch.Tensor | None = None
 
 
-def _opt_float(value) -> float | None:
-    return None if value in (None, "") else float(value)
+class ManifestError(ValueError):
+    """A manifest that cannot be read into records; the message names the file, line and field."""
 
 
-def _record_from_row(row: dict, where: str, root: Path) -> Record:
-    missing = [c for c in REQUIRED_COLUMNS if row.get(c) in (None, "")]
-    if missing:
-        raise ValueError(f"{where}: missing column(s) {missing}; every row needs {list(REQUIRED_COLUMNS)} "
-                         "and may have query, start, end")
-    path = Path(row["path"])
-    return Record(target=str(row["target"]), query=str(row["query"]) if row.get("query") else "",
-                  path=str(path if path.is_absolute() else root / path),
-                  start=_opt_float(row.get("start")), end=_opt_float(row.get("end")))
+def _opt_seconds(row: dict, key: str, where: str) -> float | None:
+    value = row.get(key)
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
+        raise ManifestError(f"{where}: {key}={value!r} must be a number of seconds")
+    try:
+        out = float(value)
+    except ValueError:
+        raise ManifestError(f"{where}: {key}={value!r} is not a number of seconds") from None
+    if not math.isfinite(out) or out < 0:
+        raise ManifestError(f"{where}: {key}={value!r} must be a finite number of seconds >= 0")
+    return out
 
 
-def load_manifest(path: str | Path) -> list[Record]:
-    """Records from a .jsonl (one JSON object per line) or .csv manifest."""
+def _text_field(row: dict, key: str, where: str, required: bool) -> str:
+    value = row.get(key)
+    if value is None or (isinstance(value, str) and not value.strip()):
+        if required:
+            raise ManifestError(f"{where}: missing or blank {key!r}; every row needs {list(REQUIRED_COLUMNS)} "
+                                "and may have query, start, end")
+        return ""
+    if not isinstance(value, str):
+        raise ManifestError(f"{where}: {key}={value!r} must be a string ({type(value).__name__} given)")
+    return value
+
+
+def _record_from_row(row, where: str, root: Path) -> Record:
+    if not isinstance(row, dict):
+        raise ManifestError(f"{where}: expected an object with keys {list(REQUIRED_COLUMNS)}, got "
+                            f"{type(row).__name__} {str(row)[:60]}")
+    target, path_text = _text_field(row, "target", where, True), _text_field(row, "path", where, True)
+    start, end = _opt_seconds(row, "start", where), _opt_seconds(row, "end", where)
+    if start is not None and end is not None and end <= start:
+        raise ManifestError(f"{where}: end={end} must be after start={start}")
+    path = Path(path_text)
+    return Record(target=target, query=_text_field(row, "query", where, False),
+                  path=str(path if path.is_absolute() else root / path), start=start, end=end)
+
+
+def _json_rows(path: Path, text: str) -> list[tuple[str, object]]:
+    rows = []
+    for i, line in enumerate(text.splitlines()):
+        if line.strip():
+            try:
+                rows.append((f"{path}:{i + 1}", json.loads(line)))
+            except (json.JSONDecodeError, RecursionError) as e:
+                raise ManifestError(f"{path}:{i + 1}: not valid JSON ({e})") from None
+    return rows
+
+
+def read_manifest_rows(path: str | Path) -> list[tuple[str, object]]:
+    """(`file:line`, row) of every row of a .jsonl (one JSON value a line) or .csv manifest; a
+    ManifestError for a missing, unreadable, malformed or empty file."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"manifest {path} does not exist")
+    if path.suffix not in (".csv", ".jsonl", ".json"):
+        raise ManifestError(f"manifest {path}: use a .jsonl or .csv file")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise ManifestError(f"manifest {path} is not UTF-8 text ({e.reason} at byte {e.start})") from None
     if path.suffix == ".csv":
-        with path.open(newline="") as f:
-            rows = list(csv.DictReader(f))
-    elif path.suffix in (".jsonl", ".json"):
-        rows = []
-        for i, line in enumerate(path.read_text().splitlines()):
-            if line.strip():
-                try:
-                    rows.append(json.loads(line))
-                except json.JSONDecodeError as e:
-                    raise ValueError(f"{path}:{i + 1}: not valid JSON ({e})") from None
+        try:
+            reader = csv.DictReader(io.StringIO(text, newline=""))
+            rows = [(f"{path}:{reader.line_num}", row) for row in reader]
+        except csv.Error as e:
+            raise ManifestError(f"manifest {path}: not valid CSV ({e})") from None
     else:
-        raise ValueError(f"manifest {path}: use a .jsonl or .csv file")
-    return [_record_from_row(r, f"{path}:{i + 1}", path.parent) for i, r in enumerate(rows)]
+        rows = _json_rows(path, text)
+    if not rows:
+        raise ManifestError(f"manifest {path} has no rows; add one row per clip (columns path, target, ...)")
+    return rows
+
+
+def load_manifest(path: str | Path) -> list[Record]:
+    """Records from a .jsonl (one JSON object per line) or .csv manifest; ManifestError names the bad row."""
+    path = Path(path)
+    return [_record_from_row(row, where, path.parent) for where, row in read_manifest_rows(path)]
 
 
 def write_manifest(records: list[Record], path: str | Path) -> Path:
@@ -100,9 +152,13 @@ def load_hf_records(name: str, split: str, path_column: str, target_column: str,
     for col in [c for c in (path_column, target_column, query_column, start_column, end_column) if c]:
         if col not in ds.column_names:
             raise ValueError(f"dataset {name}[{split}] has no column {col!r}; columns: {ds.column_names}")
-    return [Record(target=str(row[target_column]), query=str(row[query_column]) if query_column else "",
-                   path=str(row[path_column]), start=_opt_float(row[start_column]) if start_column else None,
-                   end=_opt_float(row[end_column]) if end_column else None) for row in ds]
+    columns = {"path": path_column, "target": target_column, "query": query_column, "start": start_column,
+               "end": end_column}
+    def fields(row: dict) -> dict:  # hub columns may hold ints (ids, labels): texts are their str()
+        return {k: str(row[c]) if k in ("path", "target", "query") and row[c] is not None else row[c]
+                for k, c in columns.items() if c}
+
+    return [_record_from_row(fields(row), f"{name}[{split}] row {i}", Path(".")) for i, row in enumerate(ds)]
 
 
 def synthetic_records(n: int, num_frames: int = 8, size: int = 32, seed: int = 0) -> list[Record]:
@@ -118,7 +174,9 @@ class VideoTextDataset(Dataset):
 
     def __init__(self, records: list[Record], transform: VideoTransform, num_frames: int,
                  skip_bad_media: bool = False):
-        self.records, self.transform, self.num_frames = records, transform, num_frames
+        if not records:
+            raise ValueError("no records: the data source is empty; check the manifest / dataset / synthetic_n")
+        self.records, self.transform, self.num_frames = records, transform, check_num_frames(num_frames)
         self.skip_bad_media = skip_bad_media
         self.n_skipped = 0  # per process / worker; batches also carry their own count
 
@@ -128,10 +186,9 @@ class VideoTextDataset(Dataset):
     def frames(self, i: int) -> torch.Tensor:
         """Raw uint8 frames (T, 3, H, W) of record i; 1-frame images are repeated to num_frames."""
         r = self.records[i]
-        frames = r.frames if r.frames is not None else load_media(r.path, self.num_frames, r.start, r.end)
-        if frames.shape[0] == 1 and self.num_frames > 1:
-            frames = frames.expand(self.num_frames, -1, -1, -1)
-        return frames
+        if r.frames is None:
+            return load_clip(r.path, self.num_frames, r.start, r.end)
+        return r.frames.expand(self.num_frames, -1, -1, -1) if r.frames.shape[0] == 1 else r.frames
 
     def __getitem__(self, i: int) -> dict | None:
         try:

@@ -1,7 +1,7 @@
 """Dataset adapters for labelled video evaluation sets in the layouts people have on disk.
 
 Data flow: a layout -> `LabelledVideos` (paths, integer labels, class names) -> `clips(...)`
-decodes each file with `vljepa.video.load_media` (PyAV), preprocesses it with the model's
+decodes each file with `vljepa.video.load_clip` (PyAV; stills repeated to a clip), preprocesses it with the model's
 `VideoTransform`, and yields batches `(pixel_values (B, T, 3, S, S), labels (B,))`.
 
 Layouts:
@@ -17,8 +17,7 @@ Layouts:
 
 from __future__ import annotations
 
-import csv
-import json
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,7 +25,8 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from vljepa.video import IMAGE_SUFFIXES, load_media
+from vljepa.data import ManifestError, read_manifest_rows
+from vljepa.video import IMAGE_SUFFIXES, load_clip
 
 VIDEO_SUFFIXES = {".mp4", ".avi", ".mkv", ".webm", ".mov", ".m4v", ".mpg", ".mpeg"}
 
@@ -44,10 +44,8 @@ class LabelledVideos:
 
     def clips(self, transform, num_frames: int, batch_size: int = 16) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """Decoded, preprocessed batches: (pixel_values (B, T, 3, S, S), labels (B,))."""
-        for s in tqdm(range(0, len(self), batch_size), desc="clips", leave=False):
-            frames = [transform(load_media(p, num_frames)) for p in self.paths[s:s + batch_size]]
-            # images come back as 1 frame: repeat them to the clip length (an image is a still video)
-            frames = [f.expand(num_frames, -1, -1, -1) if f.shape[0] == 1 else f for f in frames]
+        for s in tqdm(range(0, len(self), batch_size), desc="decode + embed clips", unit="batch"):
+            frames = [transform(load_clip(p, num_frames)) for p in self.paths[s:s + batch_size]]  # stills repeated
             yield torch.stack(frames), torch.tensor(self.labels[s:s + batch_size])
 
 
@@ -81,35 +79,41 @@ def from_folder(root: str | Path, class_names: list[str] | None = None) -> Label
     return LabelledVideos(paths, labels, classes)
 
 
-def _manifest_rows(path: Path) -> list[dict]:
-    if path.suffix == ".jsonl":
-        return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-    if path.suffix == ".csv":
-        with open(path, newline="") as f:
-            return list(csv.DictReader(f))
-    raise ValueError(f"{path}: manifest must be .csv or .jsonl")
+def _label_of(row, where: str) -> str | int:
+    if not isinstance(row, dict):
+        raise ManifestError(f"{where}: expected an object with keys 'path' and 'label', got {type(row).__name__}")
+    missing = [k for k in ("path", "label") if k not in row]
+    if missing:
+        raise ManifestError(f"{where}: needs columns 'path' and 'label', missing {missing}")
+    label, path = row["label"], row["path"]
+    if not isinstance(path, str) or not path.strip():
+        raise ManifestError(f"{where}: path={path!r} must be a non-empty string")
+    if isinstance(label, bool) or not isinstance(label, int | str) or (isinstance(label, str) and not label.strip()):
+        raise ManifestError(f"{where}: label={label!r} must be a class name or an integer class id")
+    return label
 
 
 def from_manifest(path: str | Path, class_names: list[str] | None = None) -> LabelledVideos:
     """CSV/JSONL with `path,label` columns -> LabelledVideos; integer labels need `class_names`."""
     path = Path(path)
-    rows = _manifest_rows(path)
-    for i, row in enumerate(rows):
-        if "path" not in row or "label" not in row:
-            raise ValueError(f"{path} row {i}: needs columns 'path' and 'label', got {sorted(row)}")
-    raw = [str(r["label"]) for r in rows]
-    if all(label.lstrip("-").isdigit() for label in raw):
+    rows = read_manifest_rows(path)
+    raw = [str(_label_of(row, where)).strip() for where, row in rows]
+    if all(re.fullmatch(r"-?[0-9]+", label) for label in raw):  # ASCII digits only: int("²") fails
         if class_names is None:
-            raise ValueError(f"{path}: integer labels need a class-name list (e.g. --labels ucf101)")
+            raise ManifestError(f"{path}: integer labels need a class-name list (e.g. --set data.labels=ucf101)")
         labels = [int(label) for label in raw]
-        bad = [label for label in labels if not 0 <= label < len(class_names)]
+        bad = [(where, label) for (where, _), label in zip(rows, labels) if not 0 <= label < len(class_names)]
         if bad:
-            raise ValueError(f"{path}: label ids {bad[:5]} outside [0, {len(class_names)})")
+            raise ManifestError(f"{bad[0][0]}: label id {bad[0][1]} outside [0, {len(class_names)}) "
+                                f"({len(bad)} such rows)")
         classes = list(class_names)
     else:
-        classes = _resolve_classes(raw, class_names, str(path))
+        try:
+            classes = _resolve_classes(raw, class_names, str(path))
+        except ValueError as e:
+            raise ManifestError(str(e)) from None
         labels = [classes.index(label) for label in raw]
-    paths = [str(p if Path(p).is_absolute() else path.parent / p) for p in (r["path"] for r in rows)]
+    paths = [str(p if Path(p).is_absolute() else path.parent / p) for p in (r["path"] for _, r in rows)]
     return LabelledVideos(paths, labels, classes)
 
 

@@ -16,7 +16,14 @@ Save/load: `save_pretrained` writes config.json, the trained weights (predictor,
 Y-encoder, logit scale) and both tokenizers (`predictor_tokenizer/`, `y_tokenizer/`); the frozen
 X-encoder is referenced by `config.x_encoder_name_or_path` and reloaded from there, unless it
 has no source (random tiny encoders), was unfrozen, or `save_x_encoder=True`, in which case its
-weights are saved too. `from_pretrained` is the exact inverse. Build models with
+weights are saved too. `from_pretrained` is the exact inverse; it reloads a SigLIP / CLIP
+X-encoder as its vision tower only (`load_x_encoder`), never the two-tower model.
+
+Parts that never receive a gradient are never trainable, so multi-process (DDP) runs need no
+`find_unused_parameters`: the BERT-style pooler of sentence-encoder Y-encoders is removed (mean or
+CLS pooling reads the hidden states, never the pooler), V-JEPA 2's own JEPA predictor stays frozen
+even when the X-encoder is unfrozen (and out of `parameter_counts`), and the logit scale trains
+only with the InfoNCE loss. Build models with
 `vljepa.builders.build_vljepa` (pretrained parts) or `build_tiny_vljepa` (offline, for tests and
 the demo); `vljepa.builders` stands above this module (it imports it, never the reverse).
 """
@@ -29,12 +36,42 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from torch import nn
-from transformers import AutoModel, AutoTokenizer, PreTrainedModel
+from transformers import (
+    AutoConfig,
+    AutoModel,
+    AutoTokenizer,
+    CLIPVisionModel,
+    PreTrainedModel,
+    SiglipVisionModel,
+)
 
 from vljepa.configuration import Pooling, VLJepaConfig
 from vljepa.losses import text_ids, vljepa_loss
 
 MAX_LOGIT_SCALE = 100.0  # CLIP's clamp on the learnable logit scale (temperature >= 0.01)
+# Full image-text checkpoints whose vision tower is the X-encoder.
+VISION_TOWERS = {"siglip": SiglipVisionModel, "clip": CLIPVisionModel}
+
+
+def load_x_encoder(name_or_path: str, **kwargs) -> PreTrainedModel:
+    """V-JEPA 2 (video) or the vision tower of a SigLIP/CLIP checkpoint (images)."""
+    model_type = AutoConfig.from_pretrained(name_or_path).model_type
+    cls = VISION_TOWERS.get(model_type)
+    return cls.from_pretrained(name_or_path, **kwargs) if cls else AutoModel.from_pretrained(name_or_path, **kwargs)
+
+
+def drop_unused_parts(y_encoder: nn.Module) -> None:
+    """Remove the Y-encoder's BERT-style pooler: we pool hidden states, so it never gets a gradient
+    (DDP stops with "Expected to have finished reduction" on trainable unused parameters)."""
+    if getattr(y_encoder, "pooler", None) is not None:
+        y_encoder.pooler = None
+
+
+def unused_x_encoder_part(x_encoder: nn.Module) -> nn.Module | None:
+    """V-JEPA 2's own JEPA predictor (22.1M at ViT-L): VL-JEPA never runs it, so it stays frozen and
+    out of the parameter counts; it is kept (not deleted) for V-JEPA pretraining (vljepa.pretrain)."""
+    predictor = getattr(x_encoder, "predictor", None)
+    return predictor if predictor is not None and hasattr(x_encoder.config, "pred_hidden_size") else None
 
 
 def normalize(x: torch.Tensor) -> torch.Tensor:
@@ -76,6 +113,7 @@ class VLJepaModel(PreTrainedModel):
         self.predictor = predictor or AutoModel.from_config(
             config.sub_config("predictor"), attn_implementation=config.predictor_attn_implementation)
         self.y_encoder = y_encoder or AutoModel.from_config(config.sub_config("y_encoder"))
+        drop_unused_parts(self.y_encoder)
         for module in self.predictor.modules():  # belt and braces: flash/SDPA kernels read this flag
             if hasattr(module, "is_causal"):
                 module.is_causal = False
@@ -83,12 +121,14 @@ class VLJepaModel(PreTrainedModel):
         self.visual_proj = nn.Linear(self.x_encoder.config.hidden_size, h)
         self.predictor_head = nn.Linear(h, config.embed_dim)
         self.y_head = nn.Linear(self.y_encoder.config.hidden_size, config.embed_dim)
+        # only InfoNCE reads the logit scale: a trainable unused scale would break DDP
         self.logit_scale = nn.Parameter(torch.tensor(math.log(1.0 / config.temperature)),
-                                        requires_grad=config.learn_temperature)
+                                        requires_grad=config.learn_temperature and config.loss == "infonce")
         self.predictor_tokenizer = None
         self.y_tokenizer = None
         self.post_init()
         self.set_x_encoder_trainable(not config.freeze_x_encoder)
+        self.set_predictor_embeddings_trainable(not config.freeze_predictor_embeddings)
 
     # ----------------------------------------------------------------- setup helpers
     def _init_weights(self, module: nn.Module) -> None:
@@ -102,6 +142,14 @@ class VLJepaModel(PreTrainedModel):
         self.config.freeze_x_encoder = not trainable
         self.x_encoder.requires_grad_(trainable)
         self.x_encoder.train(trainable and self.training)
+        unused = unused_x_encoder_part(self.x_encoder)
+        if unused is not None:  # never run: a trainable copy would break DDP
+            unused.requires_grad_(False)
+
+    def set_predictor_embeddings_trainable(self, trainable: bool) -> None:
+        """Freeze (or unfreeze) the predictor LM's token-embedding table (most of its parameters)."""
+        self.config.freeze_predictor_embeddings = not trainable
+        self.predictor.get_input_embeddings().requires_grad_(trainable)
 
     def train(self, mode: bool = True) -> VLJepaModel:
         super().train(mode)
@@ -221,7 +269,7 @@ class VLJepaModel(PreTrainedModel):
         """Inverse of save_pretrained: weights, tokenizers, and the X-encoder from its source."""
         model = super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
         if not model._x_encoder_in_checkpoint():
-            x = AutoModel.from_pretrained(model.config.x_encoder_name_or_path)
+            x = load_x_encoder(model.config.x_encoder_name_or_path)  # SigLIP/CLIP: the vision tower only
             model.x_encoder = x.to(device=model.device, dtype=next(model.x_encoder.parameters()).dtype)
             model.set_x_encoder_trainable(False)
         src = str(pretrained_model_name_or_path)
@@ -230,10 +278,18 @@ class VLJepaModel(PreTrainedModel):
         return model
 
     def parameter_counts(self) -> dict[str, int]:
-        """Total and trainable parameters, overall and per part (meta tensors count too)."""
+        """Total and trainable parameters, overall and per part (meta tensors count too). V-JEPA 2's
+        own predictor, which VL-JEPA never runs, is left out and reported as `x_encoder_unused`."""
+        unused = unused_x_encoder_part(self.x_encoder)
+        skip = {id(p) for p in unused.parameters()} if unused is not None else set()
+
+        def count(module: nn.Module, trainable_only: bool = False) -> int:
+            return sum(p.numel() for p in module.parameters()
+                       if id(p) not in skip and (p.requires_grad or not trainable_only))
+
         parts = {"x_encoder": self.x_encoder, "predictor": self.predictor, "y_encoder": self.y_encoder,
                  "heads": nn.ModuleList([self.visual_proj, self.predictor_head, self.y_head])}
-        out = {f"{n}_total": sum(p.numel() for p in m.parameters()) for n, m in parts.items()}
-        out["total"] = sum(p.numel() for p in self.parameters())
-        out["trainable"] = sum(p.numel() for p in self.parameters() if p.requires_grad)
+        out = {f"{n}_total": count(m) for n, m in parts.items()}
+        out.update(total=count(self), trainable=count(self, True), x_encoder_unused=len(skip) and
+                   sum(p.numel() for p in unused.parameters()))
         return out

@@ -8,9 +8,13 @@
     cap = pipeline("video-captioning", model="runs/tiny")           # needs runs/tiny/y_decoder/
     cap("long.mp4", rate_hz=0.5)                                    # -> [{"t", "start", "end", "caption"}]
 
+Frames per clip and the query default to what the model was trained with (`config.num_frames`,
+`config.default_query`, recorded by `vljepa train`); asking for others works, with a warning.
+
 Data flow:
-- classification / features: a video path, an image path, uint8 frames (T, 3, H, W) or a PIL
-  image -> `vljepa.video.load_media` (PyAV) -> the X-encoder's own preprocessing
+- classification / features: a video path, an image path, frames (T, 3, H, W) or (T, H, W, 3)
+  as uint8 / [0, 255] floats / [0, 1] floats, or a PIL image -> `vljepa.video.load_clip` (PyAV)
+  or uniform subsampling of an array to the model's frame count -> the X-encoder's own preprocessing
   (`VideoTransform.for_encoder`) -> `model.predict(query, pixel_values)` -> unit embedding;
   candidate labels (through `hypothesis_template`) -> `encode_text` -> softmax of the scaled
   cosine (the model's logit scale), as CLIP's zero-shot image pipeline does.
@@ -56,36 +60,50 @@ class _VLJepaPipeline(Pipeline):
 
     def __init__(self, model, num_frames: int | None = None, **kwargs):  # noqa: D417 (Pipeline signature)
         super().__init__(model=model, **kwargs)
-        x_cfg = self.model.config.x_encoder
-        self.num_frames = num_frames or int(x_cfg.get("frames_per_clip") or 8)
-        self.transform = VideoTransform.for_encoder(x_cfg)
+        self.num_frames = self.model.config.inference_num_frames(num_frames)  # trained count by default
+        self.transform = VideoTransform.for_encoder(self.model.config.x_encoder)
 
     def _frames(self, video) -> torch.Tensor:
-        """Any supported input -> uint8 (num_frames, 3, H, W); stills are repeated to a clip."""
-        from vljepa.video import load_media
+        """Any supported input -> (num_frames, 3, H, W) in [0, 255]; stills are repeated to a clip."""
+        from vljepa.video import load_clip, uniform_indices
 
         if isinstance(video, str | Path):
-            frames = load_media(video, self.num_frames)
-        elif isinstance(video, torch.Tensor | np.ndarray):
-            frames = torch.as_tensor(video)
-            if frames.ndim == 3:
-                frames = frames[None]
-            if frames.shape[1] != 3 and frames.shape[-1] == 3:  # (T, H, W, 3) -> (T, 3, H, W)
-                frames = frames.permute(0, 3, 1, 2)
+            return load_clip(video, self.num_frames)
+        if isinstance(video, torch.Tensor | np.ndarray):
+            frames = _as_frames(torch.as_tensor(video))
         elif hasattr(video, "convert"):  # a PIL image
             frames = torch.from_numpy(np.array(video.convert("RGB"))).permute(2, 0, 1)[None]
         else:
-            raise TypeError(f"unsupported video input {type(video).__name__}; pass a path, uint8 frames "
+            raise TypeError(f"unsupported video input {type(video).__name__}; pass a path, frames "
                             "(T, 3, H, W) / (T, H, W, 3), or a PIL image")
         if frames.shape[0] == 1:
-            frames = frames.expand(self.num_frames, -1, -1, -1)
+            return frames.expand(self.num_frames, -1, -1, -1)
+        if frames.shape[0] != self.num_frames:  # e.g. 100 decoded frames -> the model's 8, uniformly
+            frames = frames[uniform_indices(frames.shape[0], self.num_frames)]
         return frames
 
     def _pixels(self, video) -> torch.Tensor:
         return self.transform(self._frames(video))[None]  # (1, T, 3, S, S)
 
     def _query(self, query: str | None) -> str:
-        return query if query is not None else self.model.config.default_query
+        return self.model.config.inference_query(query)  # the training query unless one is given
+
+
+def _as_frames(frames: torch.Tensor) -> torch.Tensor:
+    """An array of frames -> (T, 3, H, W) on the [0, 255] scale. Float frames whose values all lie in
+    [0, 1] are read as [0, 1] images (as PIL/torchvision produce them) and scaled by 255."""
+    if frames.ndim == 3:
+        frames = frames[None]
+    if frames.ndim != 4:
+        raise ValueError(f"frames must be (T, 3, H, W) or (T, H, W, 3), got shape {tuple(frames.shape)}")
+    if frames.shape[1] != 3 and frames.shape[-1] == 3:  # (T, H, W, 3) -> (T, 3, H, W)
+        frames = frames.permute(0, 3, 1, 2)
+    if frames.is_floating_point():
+        if not torch.isfinite(frames).all():
+            raise ValueError("frames contain NaN or inf")
+        if frames.numel() and frames.min() >= 0 and frames.max() <= 1:
+            frames = frames * 255.0
+    return frames
 
 
 class ZeroShotVideoClassificationPipeline(_VLJepaPipeline):
@@ -177,7 +195,7 @@ class VideoCaptioningPipeline(_VLJepaPipeline):
             frames = torch.as_tensor(video)
             video = [(i / fps, f) for i, f in enumerate(frames)]
         cfg = StreamConfig(window_s=window_s, stride_s=stride_s, frames_per_window=self.num_frames,
-                           query=self._query(query) or StreamConfig.query)
+                           query=self._query(query))
         stream = list(embed_stream(self.model, iter_windows(iter_frames(video, fps), cfg, self.transform), cfg))
         if not stream:
             raise ValueError("the video produced no frames")

@@ -31,6 +31,12 @@ class DataSource(str, enum.Enum):
     CACHE = "cache"  # features written by `vljepa cache-features`
 
 
+class Schedule(str, enum.Enum):
+    COSINE = "cosine"  # linear warmup, cosine decay to 0 at max_steps
+    CONSTANT = "constant"  # linear warmup, then constant (the paper's stage recipes: constant 5e-5)
+    LINEAR = "linear"  # linear warmup, linear decay to 0
+
+
 @dataclass
 class ModelConfig:
     source: ModelSource = ModelSource.TINY
@@ -48,6 +54,7 @@ class ModelConfig:
     learn_temperature: bool = True
     unfreeze_x_encoder: bool = False  # late-stage option; the paper keeps it frozen
     save_x_encoder: bool = False  # also store X-encoder weights in saved models (offline use)
+    freeze_predictor_embeddings: bool = False  # keep the LM's token-embedding table fixed (263M at paper scale)
     seed: int = 0  # initialisation seed of tiny models
 
 
@@ -76,6 +83,7 @@ class OptimConfig:
     weight_decay: float = 0.01
     betas: list[float] = field(default_factory=lambda: [0.9, 0.95])
     warmup_steps: int = 0
+    schedule: Schedule = Schedule.COSINE  # cosine | constant | linear (all with linear warmup)
     batch_size: int = 8  # per process
     grad_accum: int = 1
     max_steps: int = 100  # optimizer steps
@@ -120,6 +128,7 @@ def build_model(cfg: ModelConfig):
         model = VLJepaModel.from_pretrained(cfg.checkpoint)
     model.config.save_x_encoder = cfg.save_x_encoder
     model.set_x_encoder_trainable(cfg.unfreeze_x_encoder)
+    model.set_predictor_embeddings_trainable(not cfg.freeze_predictor_embeddings)
     return model
 
 

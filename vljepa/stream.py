@@ -176,8 +176,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--fps", type=float, default=None, help="frame rate of a folder of frames")
     p.add_argument("--window", type=float, default=2.0, help="window length, seconds")
     p.add_argument("--stride", type=float, default=0.5, help="window stride, seconds")
-    p.add_argument("--frames", type=int, default=None, help="frames per window (default: the model's)")
-    p.add_argument("--query", default=StreamConfig.query)
+    p.add_argument("--frames", type=int, default=None,
+                   help="frames per window (default: the frame count the model was trained with)")
+    p.add_argument("--query", default=None, help="query (default: the model's training query)")
     p.add_argument("--threshold", type=float, default=0.15, help="cosine distance that triggers a decode")
     p.add_argument("--variance-threshold", type=float, default=None)
     p.add_argument("--min-gap", type=float, default=1.0, help="seconds between decodes, at least")
@@ -196,8 +197,9 @@ def cli_main(argv: list[str]) -> int:
     args = _parser().parse_args(argv)
     model = VLJepaModel.from_pretrained(args.model).eval()
     decoder = load_decoder(args.model)
-    frames = args.frames or int(model.config.x_encoder.get("frames_per_clip", 8))
-    cfg = StreamConfig(window_s=args.window, stride_s=args.stride, frames_per_window=frames, query=args.query)
+    cfg = StreamConfig(window_s=args.window, stride_s=args.stride,
+                       frames_per_window=model.config.inference_num_frames(args.frames),  # trained count
+                       query=model.config.inference_query(args.query))  # training query unless given
     trigger = TriggerConfig(cosine_threshold=args.threshold, variance_threshold=args.variance_threshold,
                             min_gap_s=args.min_gap)
     budget = DecodeBudget(rate_hz=args.rate_hz, max_decodes=args.max_decodes)

@@ -24,6 +24,13 @@ import torch.nn.functional as F
 from eval.classify import zero_shot_from_embeddings
 
 
+def _device(model) -> torch.device:
+    """Where the model's weights live (CPU for test doubles without parameters)."""
+    params = getattr(model, "parameters", None)
+    first = next(iter(params()), None) if callable(params) else None
+    return first.device if first is not None else torch.device("cpu")
+
+
 def _default_query(model) -> str:
     config = getattr(model, "config", None)
     return getattr(config, "default_query", "")
@@ -40,18 +47,18 @@ def video_embeddings(model, pixel_values: torch.Tensor | None = None, visual: to
     queries = [query if query is not None else _default_query(model)] * n if not isinstance(query, list) else query
     if len(queries) != n:
         raise ValueError(f"{len(queries)} queries for {n} clips")
-    out = []
+    out, device = [], _device(model)
     for i in range(0, n, batch_size):
-        chunk = source[i:i + batch_size]
+        chunk = source[i:i + batch_size].to(device)  # the model may be on a GPU
         kw = {"pixel_values": chunk} if pixel_values is not None else {"visual": chunk}
-        out.append(F.normalize(model.predict(queries[i:i + batch_size], **kw).float(), dim=-1))
-    return torch.cat(out)  # (B, D)
+        out.append(F.normalize(model.predict(queries[i:i + batch_size], **kw).float(), dim=-1).cpu())
+    return torch.cat(out)  # (B, D) on the CPU
 
 
 @torch.no_grad()
 def text_embeddings(model, texts: list[str], batch_size: int = 256) -> torch.Tensor:
     """Normalised Y-encoder embeddings (n, D)."""
-    return torch.cat([F.normalize(model.encode_text(texts[i:i + batch_size]).float(), dim=-1)
+    return torch.cat([F.normalize(model.encode_text(texts[i:i + batch_size]).float(), dim=-1).cpu()
                       for i in range(0, len(texts), batch_size)])
 
 

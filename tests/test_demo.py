@@ -10,12 +10,18 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 
 import torch
 
 from vljepa.demo import main
 
-TINY = ["--steps", "12", "--x-encoder", "pretrained", "--compare-steps", "6", "--pretrain-seconds", "0", "--pretrain-max-steps", "4",
+RECIPE = Path(__file__).resolve().parent.parent / "recipes" / "vljepa" / "pretrain_tiny_cpu.yaml"
+
+TINY = ["--steps", "12", "--x-encoder", "pretrained", "--compare-steps", "6", "--pretrain-recipe", str(RECIPE),
+        *[a for kv in ("optim.max_steps=4", "optim.batch_size=4", "optim.warmup_steps=1", "data.synthetic_n=6",
+                       "data.video_windows=0", "monitor.every=2", "monitor.train_clips=20", "monitor.test_clips=10",
+                       "monitor.attentive_steps=20", "run.progress=false") for a in ("--pretrain-set", kv)],
         "--batch-size", "16", "--train-clips", "48", "--test-clips", "20", "--decoder-steps", "10",
         "--long-videos", "2", "--calib-videos", "1", "--decoder-videos", "1", "--events", "4", "--embed-dim", "32",
         "--seeds", "2", "--kinds", "hard_cut,gradual", "--bootstrap", "20"]

@@ -2,6 +2,7 @@
 
     vljepa train --config recipes/vljepa/tiny_cpu.yaml [--set optim.max_steps=50 ...]
     vljepa cache-features --config recipes/vljepa/tiny_cpu.yaml --out runs/cache [--pooled] [--set ...]
+    vljepa pretrain --config recipes/vljepa/pretrain_tiny_cpu.yaml   # -> vljepa.pretrain.main (V-JEPA X-encoder)
     vljepa eval ...     # -> vljepa.eval_cli.main(argv)     (imported only when used)
     vljepa stream ...   # -> vljepa.stream.cli_main(argv) (imported only when used)
 
@@ -71,13 +72,20 @@ def _eval_main(argv: list[str]) -> None:
     main(argv)
 
 
+def _pretrain_main(argv: list[str]) -> None:
+    from vljepa.pretrain import main
+
+    main(argv)
+
+
 def _stream_main(argv: list[str]) -> None:
     from vljepa.stream import cli_main
 
     cli_main(argv)
 
 
-COMMANDS = {"train": train_main, "cache-features": cache_main, "eval": _eval_main, "stream": _stream_main}
+COMMANDS = {"train": train_main, "cache-features": cache_main, "eval": _eval_main, "stream": _stream_main,
+            "pretrain": _pretrain_main}
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -33,12 +33,15 @@ import torch
 
 from eval.retrieval import evaluate_retrieval
 from eval.selective_report import plot_analyses
+from jepa_common.config import load_config
 from jepa_common.io import atomic_write_json, atomic_write_text, run_metadata
 from vljepa import demo_selective as ds
+from vljepa.builders import load_x_encoder
 from vljepa.cache import cache_features
 from vljepa.decoder import save_decoder
 from vljepa.modeling import VLJepaModel
-from vljepa.pretrain import PretrainConfig, install_x_encoder, pretrain_x_encoder
+from vljepa.pretrain import PretrainConfig, install_x_encoder, pretrain, pretraining_record
+from vljepa.pretrain_monitors import encoder_tokens, probe_labels, ridge_probe, time_pooled
 from vljepa.processing import VideoTransform
 from vljepa.recipe import (
     DataConfig,
@@ -64,13 +67,21 @@ def base_model(args: argparse.Namespace):
                                    seed=args.seed))
 
 
-def pretrain_arm(model, train_clips: list[dict], args: argparse.Namespace) -> list[dict]:
-    """V-JEPA self-supervised pretraining of the X-encoder on the (unlabeled) training clips, then
-    the EMA target encoder is installed, frozen, in `model`. Returns the pretraining history."""
-    cfg = PretrainConfig(time_budget_s=args.pretrain_seconds, max_steps=args.pretrain_max_steps, seed=args.seed)
-    encoder, history = pretrain_x_encoder(model.x_encoder, pixels(model, train_clips), cfg)
-    install_x_encoder(model, encoder)
-    return history
+def pretrain_arm(model, args: argparse.Namespace, out: Path) -> dict:
+    """Install the V-JEPA-pretrained X-encoder, frozen, in `model`: loaded from `--pretrained-x-encoder`
+    (a VJEPA2Model folder written by `vljepa pretrain`), or, with `--pretrain-recipe`, pretrained here
+    first (vljepa.pretrain; encoder init and sampling seeded by --seed). Returns its pretraining record."""
+    path = args.pretrained_x_encoder
+    if args.pretrain_recipe:
+        overrides = [f"run.output_dir={out / 'pretrain'}", f"encoder.seed={args.seed}", f"run.seed={args.seed}",
+                     *args.pretrain_set]
+        path = pretrain(load_config(PretrainConfig, args.pretrain_recipe, overrides))["encoder_dir"]
+    if not path or not Path(path).is_dir():
+        raise FileNotFoundError(f"--x-encoder pretrained needs a pretrained X-encoder folder, got {path!r}; make one "
+                                "with `vljepa pretrain --config recipes/vljepa/pretrain_tiny_cpu.yaml` or pass "
+                                "--pretrain-recipe to pretrain inside the demo")
+    install_x_encoder(model, load_x_encoder(path))
+    return pretraining_record(path)
 
 
 def train_arm(model, args: argparse.Namespace, out: Path, steps: int) -> dict:
@@ -142,12 +153,21 @@ def plot_losses(history: list[dict], dec_losses: list[float], pretrain: list[dic
 FIGURES = ("cider_vs_rate.png", "timeline.png", "losses.png")
 
 
+def pretrain_summary(state: dict) -> dict:
+    """The demo results' `pretrain` entry: where the pretrained X-encoder came from and how it trained."""
+    record = state["pretrain_record"]
+    return {"path": record.get("path"), "steps": record.get("steps", 0), "train_s": record.get("train_s"),
+            "history": state["pretrain"][::10], "monitors": record.get("monitors", [])}
+
+
 def x_encoder_line(res: dict) -> str:
     if res["setup"]["x_encoder"] == XEncoderInit.RANDOM.value:
         return "X-encoder: a tiny V-JEPA 2 with random weights, frozen. "
-    return ("X-encoder: a tiny V-JEPA 2 pretrained in the demo by self-supervised feature prediction "
-            f"(V-JEPA: masked tubes, EMA target, L1; {res['pretrain']['steps']} steps in "
-            f"{res['timings_s']['pretrain_s']:.0f} s) on the unlabeled training clips, then frozen. ")
+    pre = res["pretrain"]
+    trained = f"{pre['steps']} steps in {pre['train_s']:.0f} s" if pre["train_s"] else "loaded"
+    return ("X-encoder: a tiny V-JEPA 2 pretrained by V-JEPA self-supervised feature prediction (multi-block "
+            f"masks, EMA target, L1 on layer-normalised targets; {trained}) on unlabeled synthetic clips and "
+            f"real video windows, then frozen (`{pre['path']}`). ")
 
 
 def write_report(res: dict, out: Path) -> None:
@@ -176,12 +196,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--out", default="demo_out/vljepa")
     p.add_argument("--steps", type=int, default=600, help="VL-JEPA steps (cached features: cheap)")
     p.add_argument("--x-encoder", choices=[k.value for k in XEncoderInit], default="random",
-                   help="the demo model's frozen X-encoder: random, or V-JEPA-pretrained in the demo (in our "
-                        "runs the short CPU pretraining partly collapsed the features and lost to random)")
+                   help="the demo model's frozen X-encoder: random, or V-JEPA-pretrained (vljepa.pretrain)")
     p.add_argument("--compare-steps", type=int, default=0,
                    help="also train the other X-encoder arm for this many steps and report both (0: skip)")
-    p.add_argument("--pretrain-seconds", type=float, default=90.0, help="time box of V-JEPA pretraining")
-    p.add_argument("--pretrain-max-steps", type=int, default=2000)
+    p.add_argument("--pretrained-x-encoder", default=None,
+                   help="VJEPA2Model folder of the pretrained arm (made by `vljepa pretrain`)")
+    p.add_argument("--pretrain-recipe", default=None,
+                   help="pretrain the X-encoder inside the demo with this recipe instead of loading one")
+    p.add_argument("--pretrain-set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a field of --pretrain-recipe, e.g. optim.max_steps=100 (repeatable)")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--train-clips", type=int, default=512)
     p.add_argument("--test-clips", type=int, default=200)
@@ -196,25 +219,38 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 class XEncoderInit(str, enum.Enum):
-    """How the demo's frozen X-encoder starts: random weights, or V-JEPA-pretrained in the demo."""
+    """How the demo's frozen X-encoder starts: random weights, or V-JEPA-pretrained (vljepa.pretrain)."""
 
     RANDOM = "random"
     PRETRAINED = "pretrained"
 
 
+def x_encoder_probe(model, train_clips: list[dict], test_clips: list[dict]) -> dict[str, float]:
+    """Linear probes (ridge, vljepa.pretrain_monitors) on the frozen X-encoder's features, averaged over
+    space per time step: fit on the training clips, scored on the held-out clips, per label."""
+    steps = model.x_encoder.config.frames_per_clip // model.x_encoder.config.tubelet_size
+    feats = [time_pooled(encoder_tokens(model.x_encoder, pixels(model, c)), steps) for c in (train_clips, test_clips)]
+    return {name: ridge_probe(feats[0], probe_labels(train_clips, name), feats[1], probe_labels(test_clips, name))
+            for name in ("action", "colour", "digit")}
+
+
 def run_arm(kind: XEncoderInit, args: argparse.Namespace, out: Path, train_clips: list[dict],
             test_clips: list[dict], steps: int) -> tuple[dict, dict, dict]:
-    """Build (and, for PRETRAINED, V-JEPA-pretrain) the X-encoder, train from cached features, evaluate."""
-    model, history, timings = base_model(args), [], {}
+    """Build the X-encoder (random, or the V-JEPA-pretrained one), probe it, train VL-JEPA from cached
+    features, evaluate on the held-out clips."""
+    model, record, timings = base_model(args), {}, {}
     if kind is XEncoderInit.PRETRAINED:
         t0 = time.time()
-        history = pretrain_arm(model, train_clips, args)
+        record = pretrain_arm(model, args, out / f"{kind.value}_x")
         timings["pretrain_s"] = time.time() - t0
+    probe = x_encoder_probe(model, train_clips, test_clips)
     trained = train_arm(model, args, out / f"{kind.value}_x", steps)
     timings |= {"cache_s": trained["cache_s"], "train_s": trained["train_s"]}
     model = VLJepaModel.from_pretrained(trained["model_dir"]).eval()
-    ev = {**evaluate_clips(model, test_clips), "steps": trained["step"], "pretrain_steps": len(history)}
-    return {"model": model, "trained": trained, "pretrain": history}, ev, timings
+    ev = {**evaluate_clips(model, test_clips), "linear_probe": probe, "steps": trained["step"],
+          "pretrain_steps": record.get("steps", 0)}
+    state = {"model": model, "trained": trained, "pretrain": record.get("history", []), "pretrain_record": record}
+    return state, ev, timings
 
 
 def run_arms(args: argparse.Namespace, out: Path) -> tuple[dict, dict, dict]:
@@ -266,7 +302,7 @@ def main(argv: list[str] | None = None) -> None:
     first, trained = runs[0], runs[0]["state"]["trained"]
     timings = {k: sum(r["timings"].get(k, 0.0) for r in runs) for k in first["timings"]}
     res = {"setup": vars(args), "train": {"step": trained["step"], "history": trained["history"]},
-           "pretrain": {"steps": len(first["state"]["pretrain"]), "history": first["state"]["pretrain"][::10]},
+           "pretrain": pretrain_summary(first["state"]),
            "params": trained_params(first["state"]["model"], args), "clips": first["arms"][f"{args.x_encoder}_x_encoder"],
            "arms": first["arms"], "seeds": [{"seed": r["seed"], "arms": r["arms"], "timings_s": r["timings"]} for r in runs],
            "selective_decoding": sd,

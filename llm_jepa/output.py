@@ -4,6 +4,7 @@ Data flow: trained `JepaModule` -> unwrap (DDP/FSDP) -> `final/` (full model, Lo
 `lora.merge`, loadable by `transformers.pipeline("text-generation", model=final)`) or `adapter/`
 (LoRA adapter only) -> the tokenizer with the predictor tokens, pad token and chat template is
 saved beside it, and `generation_config.eos_token_id` lists the end-of-turn token so generation stops.
+STP's linear predictor (when `stp.predictor`) is not part of the LM: it goes to `stp_predictor.pt` beside it.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from torch import nn
 from transformers import PreTrainedTokenizerBase
 
 from llm_jepa.config import LLMJepaConfig
+from llm_jepa.stp import save_predictor
 
 
 def _end_of_turn_ids(tok: PreTrainedTokenizerBase) -> list[int]:
@@ -36,7 +38,7 @@ def save_output(acc: Accelerator, module: nn.Module, tok: PreTrainedTokenizerBas
     state_dict = acc.get_state_dict(module)  # gathers FSDP shards; keys prefixed with "lm."
     if not acc.is_main_process:
         return None
-    state_dict = {k.removeprefix("lm."): v for k, v in state_dict.items()}
+    state_dict = {k.removeprefix("lm."): v for k, v in state_dict.items() if k.startswith("lm.")}
     adapter_only = cfg.lora.enabled and not cfg.lora.merge
     if cfg.lora.enabled and cfg.lora.merge:
         lm = lm.merge_and_unload()
@@ -53,6 +55,7 @@ def save_output(acc: Accelerator, module: nn.Module, tok: PreTrainedTokenizerBas
     if adapter_only:
         base.generation_config.save_pretrained(tmp)
     tok.save_pretrained(tmp)
+    save_predictor(acc.unwrap_model(module).stp_predictor, tmp)  # STP's linear predictor, when trained
     if target.exists():
         shutil.rmtree(target)
     os.replace(tmp, target)

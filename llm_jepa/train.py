@@ -35,8 +35,9 @@ from jepa_common.runtime import torchrun_on_cpu
 from llm_jepa.collator import EncodedRecord, JepaCollator, strip_views
 from llm_jepa.config import LLMJepaConfig, MixedPrecision
 from llm_jepa.data import InvalidRecords, RecordError, load_records
-from llm_jepa.modeling import JepaModule, apply_lora, load_model_and_tokenizer
+from llm_jepa.modeling import JepaModule, apply_lora, jepa_pairs, load_model_and_tokenizer
 from llm_jepa.output import save_output
+from llm_jepa.stp import add_step_spans
 
 log = logging.getLogger(__name__)
 
@@ -102,7 +103,7 @@ def _norms(batches: list[dict], use_jepa: bool, cfg: LLMJepaConfig, acc: Acceler
     if cfg.jepa.paper_compat:
         return None, None  # resolved per micro-batch in run_step
     local = torch.tensor([sum(int((b["labels"][:, 1:] != -100).sum()) for b in batches),
-                          sum(b["input_ids"].shape[0] for b in batches) if use_jepa else 0],
+                          sum(jepa_pairs(b) for b in batches) if use_jepa else 0],
                          device=acc.device, dtype=torch.float64)
     total = acc.reduce(local, reduction="sum") / acc.num_processes
     return total[0].clamp(min=1).float(), total[1].clamp(min=1).float()
@@ -116,7 +117,7 @@ def run_step(module, batches: list[dict], use_jepa: bool, cfg: LLMJepaConfig, ac
         sync = contextlib.nullcontext() if i == len(batches) - 1 else acc.no_sync(module)
         if cfg.jepa.paper_compat:
             n_tok = int((batch["labels"][:, 1:] != -100).sum())
-            lm_norm, jepa_norm = max(n_tok, 1) * len(batches), batch["input_ids"].shape[0]
+            lm_norm, jepa_norm = max(n_tok, 1) * len(batches), jepa_pairs(batch)
         batch = {k: v.to(acc.device) for k, v in batch.items()}
         with sync, acc.autocast():
             out = module(**batch, lm_norm=lm_norm, jepa_norm=jepa_norm, use_jepa=use_jepa)
@@ -216,6 +217,7 @@ def _train_loop(cfg, acc, module, opt, sched, params, state, collate, encoded, s
         use_jepa = cfg.jepa.lam != 0.0 and draw >= cfg.jepa.dropout
         if not use_jepa and cfg.jepa.lam != 0.0:
             batches = [strip_views(b) for b in batches]  # a dropped step costs plain finetuning
+        batches = add_step_spans(batches, cfg.stp, cfg.train.seed, state.step, acc.process_index)  # STP only
         sums = run_step(module, batches, use_jepa, cfg, acc)
         grad_norm = acc.clip_grad_norm_(params, cfg.train.max_grad_norm) if cfg.train.max_grad_norm else None
         opt.step()

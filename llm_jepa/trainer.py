@@ -21,7 +21,8 @@ from transformers import PreTrainedTokenizerBase, Trainer, TrainingArguments
 
 from llm_jepa.collator import JepaCollator, strip_views
 from llm_jepa.config import LLMJepaConfig
-from llm_jepa.modeling import JepaModule
+from llm_jepa.modeling import JepaModule, jepa_pairs
+from llm_jepa.stp import add_step_spans, save_predictor
 
 
 class JepaTrainer(Trainer):
@@ -47,8 +48,10 @@ class JepaTrainer(Trainer):
         use = self.cfg.jepa.lam != 0.0 and float(torch.rand((), generator=self._jepa_gen)) >= self.cfg.jepa.dropout
         if not use and self.cfg.jepa.lam != 0.0:
             batches = [strip_views(b) for b in batches]
+        batches = add_step_spans(batches, self.cfg.stp, self.args.seed, self.state.global_step,
+                                 self.args.process_index)  # STP only
         local = torch.tensor([sum(int((b["labels"][:, 1:] != -100).sum()) for b in batches),
-                              sum(b["input_ids"].shape[0] for b in batches) if use else 0],
+                              sum(jepa_pairs(b) for b in batches) if use else 0],
                              device=device, dtype=torch.float64)
         world = self.accelerator.num_processes
         if world > 1:
@@ -68,8 +71,9 @@ class JepaTrainer(Trainer):
 
     def _save(self, output_dir: str | None = None, state_dict=None) -> None:
         output_dir = output_dir or self.args.output_dir
-        lm = self.accelerator.unwrap_model(self.model).lm
-        lm.save_pretrained(output_dir)
+        module = self.accelerator.unwrap_model(self.model)
+        module.lm.save_pretrained(output_dir)
+        save_predictor(module.stp_predictor, output_dir)
         if self.processing_class is not None:
             self.processing_class.save_pretrained(output_dir)
         torch.save(self.args, f"{output_dir}/training_args.bin")

@@ -6,11 +6,17 @@ Variants (each in its own subprocess, so peak memory is per variant):
                to max_length 512, logits for all rows, last-layer hidden states for the JEPA term
   reference  - ours: the three views packed into one row per record (llm_jepa.jepa_forward)
   in_context - ours: Enc(Text) read inside the conversation; only k predictors + Code extra
+  plain_ours - our plain finetuning path: jepa_forward with lambda = 0 (logits at labelled tokens only)
+  stp        - Semantic Tube Prediction (jepa.objective=stp, lambda 0.02): the plain_ours pass plus the
+               span draw (llm_jepa.stp.add_spans, included in the step time) and the STP term
 Reports the median step time (forward + backward + AdamW) and peak memory (CUDA: max allocated;
 CPU: peak RSS of the process), and the ratios against the targets (reference <= 0.5x tripled,
-in_context <= 1.4x plain).
+in_context <= 1.4x plain, stp <= 1.05x plain finetuning). `--repeats R` runs the chosen variants
+R times in turn (interleaved, so load drifts hit every variant alike) and reports, per variant, the
+median over the repeats of each run's median step time.
 
     python benchmarks/llm_jepa_step.py [--hidden 256 --layers 4 --batch 8 --steps 6]
+    python benchmarks/llm_jepa_step.py --variants plain plain_ours stp --repeats 5   # the STP cost target
 """
 
 from __future__ import annotations
@@ -26,12 +32,12 @@ import time
 import torch
 import torch.nn.functional as F
 
-VARIANTS = ("plain", "tripled", "reference", "in_context")
+VARIANTS = ("plain", "tripled", "reference", "in_context", "plain_ours", "stp")
 
 
 def _setup(args):
     from llm_jepa.collator import JepaCollator
-    from llm_jepa.config import JepaMode, LLMJepaConfig
+    from llm_jepa.config import JepaMode, LLMJepaConfig, Objective
     from llm_jepa.data import load_records
     from llm_jepa.modeling import load_model_and_tokenizer
 
@@ -40,6 +46,9 @@ def _setup(args):
     cfg.model.tiny_hidden_size, cfg.model.tiny_layers, cfg.jepa.predictors = args.hidden, args.layers, 1
     cfg.model.tiny_vocab_size = args.vocab
     cfg.jepa.mode = JepaMode.IN_CONTEXT if args.variant == "in_context" else JepaMode.REFERENCE
+    if args.variant in ("plain_ours", "stp"):
+        cfg.jepa.lam = 0.0 if args.variant == "plain_ours" else 0.02
+        cfg.jepa.objective = Objective.STP
     corpus = [m["content"] for r in records for m in r["messages"]]
     model, tok = load_model_and_tokenizer(cfg, corpus)
     return cfg, model, tok, JepaCollator(tok, cfg), records
@@ -55,9 +64,13 @@ def _pad(seqs: list[list[int]], length: int, pad: int) -> tuple[torch.Tensor, to
 
 def _step_fn(args, cfg, model, tok, collate, device):
     from llm_jepa.modeling import jepa_forward
+    from llm_jepa.stp import add_step_spans
 
-    if args.variant in ("reference", "in_context"):
-        return lambda recs: jepa_forward(model, {k: v.to(device) for k, v in collate(recs).items()}, cfg)["loss"]
+    if args.variant in ("reference", "in_context", "plain_ours", "stp"):
+        def packed(recs):
+            batch = add_step_spans([collate(recs)], cfg.stp, 0, 0, 0)[0]  # STP: the span draw is timed too
+            return jepa_forward(model, {k: v.to(device) for k, v in batch.items()}, cfg)["loss"]
+        return packed
 
     def plain(recs):
         encs = [collate.encode(r) for r in recs]
@@ -107,9 +120,23 @@ def run_variant(args) -> dict:
     return {"variant": args.variant, "step_s": statistics.median(times), "peak_mib": peak, "device": device.type}
 
 
+def _run_once(args, variant: str) -> dict:
+    cmd = [sys.executable, __file__, "--variant", variant] + [f"--{k}={getattr(args, k)}" for k in
+                                                              ("hidden", "layers", "vocab", "batch", "steps", "threads")]
+    return json.loads(subprocess.run(cmd, capture_output=True, text=True, check=True).stdout.strip().splitlines()[-1])
+
+
+def _ratio(t: dict, m: dict, a: str, b: str, label: str, target: str = "") -> None:
+    if a in t and b in t:
+        print(f"{label:<33}time {t[a] / t[b]:.2f}x{target}, memory {m[a] / m[b]:.2f}x")
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--variant", choices=VARIANTS)
+    p.add_argument("--variants", nargs="+", choices=VARIANTS, default=list(VARIANTS[:4]),
+                   help="variants to compare (default: the four LLM-JEPA layouts)")
+    p.add_argument("--repeats", type=int, default=1, help="interleaved runs of every variant")
     p.add_argument("--hidden", type=int, default=256)
     p.add_argument("--layers", type=int, default=4)
     p.add_argument("--vocab", type=int, default=2048)
@@ -120,21 +147,21 @@ def main() -> int:
     if args.variant:
         print(json.dumps(run_variant(args)))
         return 0
-    res = {}
-    for v in VARIANTS:
-        cmd = [sys.executable, __file__, "--variant", v] + [f"--{k}={getattr(args, k)}" for k in
-                                                            ("hidden", "layers", "vocab", "batch", "steps", "threads")]
-        out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout.strip().splitlines()[-1]
-        res[v] = json.loads(out)
-        print(f"{v:>10}: {res[v]['step_s'] * 1000:8.1f} ms/step   peak {res[v]['peak_mib']:8.1f} MiB "
-              f"({res[v]['device']})")
-    t = {v: res[v]["step_s"] for v in VARIANTS}
-    m = {v: res[v]["peak_mib"] for v in VARIANTS}
-    print(f"reference packing / tripled-512: time {t['reference'] / t['tripled']:.2f}x (target <= 0.5), "
-          f"memory {m['reference'] / m['tripled']:.2f}x")
-    print(f"in_context / plain:              time {t['in_context'] / t['plain']:.2f}x (target <= 1.4), "
-          f"memory {m['in_context'] / m['plain']:.2f}x")
-    print(f"reference packing / plain:       time {t['reference'] / t['plain']:.2f}x")
+    runs: dict[str, list[dict]] = {v: [] for v in args.variants}
+    for r in range(args.repeats):
+        for v in args.variants:
+            runs[v].append(_run_once(args, v))
+            print(f"[repeat {r}] {v:>10}: {runs[v][-1]['step_s'] * 1000:8.1f} ms/step", flush=True)
+    t = {v: statistics.median(x["step_s"] for x in rs) for v, rs in runs.items()}
+    m = {v: statistics.median(x["peak_mib"] for x in rs) for v, rs in runs.items()}
+    for v in args.variants:
+        print(f"{v:>10}: {t[v] * 1000:8.1f} ms/step (median of {args.repeats})   peak {m[v]:8.1f} MiB "
+              f"({runs[v][0]['device']})")
+    _ratio(t, m, "reference", "tripled", "reference packing / tripled-512:", " (target <= 0.5)")
+    _ratio(t, m, "in_context", "plain", "in_context / plain:", " (target <= 1.4)")
+    _ratio(t, m, "reference", "plain", "reference packing / plain:")
+    _ratio(t, m, "stp", "plain", "stp / plain (HF forward):", " (target <= 1.05)")
+    _ratio(t, m, "stp", "plain_ours", "stp / plain_ours (same path):", " (target <= 1.05)")
     return 0
 
 

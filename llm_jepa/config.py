@@ -57,7 +57,7 @@ class Schedule(enum.Enum):
 
 @dataclass
 class ModelSection:
-    name_or_path: str = "tiny"  # hub id or local folder; "tiny" = random tiny model built offline
+    name_or_path: str = "tiny"  # hub id, local folder, shipped "mini-llama" (llm_jepa.pretrained), or "tiny" = random
     tiny_family: str = "llama"  # for name_or_path=tiny: llama | gemma | gemma3 | qwen
     tiny_hidden_size: int = 64
     tiny_layers: int = 2

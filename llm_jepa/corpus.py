@@ -17,6 +17,7 @@ verbatim is dropped (`find_leaks`; shorter regexes such as `dog` or `[0-9]` are 
 
 from __future__ import annotations
 
+import functools
 import random
 from dataclasses import dataclass, field
 
@@ -93,6 +94,7 @@ def _nlrx_description_docs(stats: CorpusStats) -> list[list[dict]]:
     return docs
 
 
+@functools.lru_cache(maxsize=2)  # ~5 s to build; callers must not mutate the lists
 def build_corpus(heldout_frac: float = 0.02, seed: int = 0) -> tuple[list[list[dict]], list[list[dict]], CorpusStats]:
     """(train documents, held-out documents, stats); a document is a list of chat messages."""
     if not 0.0 < heldout_frac < 0.5:

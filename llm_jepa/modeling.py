@@ -28,6 +28,7 @@ from jepa_common.tiny import tiny_causal_lm, tiny_tokenizer
 from llm_jepa.collator import predictor_tokens
 from llm_jepa.config import LLMJepaConfig, MixedPrecision, Objective
 from llm_jepa.losses import combine, jepa_distance, lm_loss_sum
+from llm_jepa.pretrained import pretrained_path
 from llm_jepa.stp import add_spans, make_predictor, stp_terms
 
 log = logging.getLogger(__name__)
@@ -43,10 +44,11 @@ def load_model_and_tokenizer(cfg: LLMJepaConfig, corpus: list[str] | None = None
         model = tiny_causal_lm(m.tiny_family, tok, hidden_size=m.tiny_hidden_size, num_layers=m.tiny_layers,
                                attn_implementation=m.attn_implementation, seed=cfg.train.seed)
     else:
-        tok = AutoTokenizer.from_pretrained(m.name_or_path, trust_remote_code=m.trust_remote_code)
+        path = pretrained_path(m.name_or_path) or m.name_or_path  # a shipped model's short name, or as given
+        tok = AutoTokenizer.from_pretrained(path, trust_remote_code=m.trust_remote_code)
         pure_bf16 = cfg.jepa.paper_compat and cfg.train.mixed_precision is MixedPrecision.BF16
         model = AutoModelForCausalLM.from_pretrained(
-            m.name_or_path, dtype=torch.bfloat16 if pure_bf16 else torch.float32,
+            path, dtype=torch.bfloat16 if pure_bf16 else torch.float32,
             attn_implementation=m.attn_implementation, trust_remote_code=m.trust_remote_code)
     ensure_pad_token(model, tok)
     add_predictor_tokens(model, tok, cfg.jepa.predictors, distinct=not cfg.jepa.paper_compat, seed=cfg.train.seed)

@@ -57,6 +57,7 @@ class PretrainConfig:
     max_steps: int = 1000
     seed: int = 0
     heldout_frac: float = 0.02
+    max_documents: int | None = None  # smoke tests: keep the first N train (and N // 10 held-out) documents
     save_every: int = 25
     eval_every: int = 200  # quick held-out loss on `eval_quick_blocks` blocks (the full one runs at the end)
     eval_quick_blocks: int = 32
@@ -121,6 +122,8 @@ def _save_state(path: Path, model, opt, sched, step: int, clock: dict) -> None:
 
 def _setup(cfg: PretrainConfig, out: Path):
     train_docs, held_docs, stats = build_corpus(cfg.heldout_frac, cfg.seed)
+    if cfg.max_documents is not None:
+        train_docs, held_docs = train_docs[: cfg.max_documents], held_docs[: max(1, cfg.max_documents // 10)]
     tok_dir = out / "tokenizer"
     if tok_dir.is_dir():  # resume: the tokenizer of the interrupted run
         from transformers import AutoTokenizer

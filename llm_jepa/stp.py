@@ -167,16 +167,17 @@ def _rows(h: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
 
 
 def displacement(h: torch.Tensor, spans: torch.Tensor, offsets: torch.Tensor) -> torch.Tensor:
-    """D(o): displacement from the content start to offset o (B, n) along user then assistant content,
-    each piece taken inside its own turn (the template tokens between the turns are skipped). (B, n, D)"""
+    """D(o): displacement from the content start to offset o (B, m) along user then assistant content,
+    each piece taken inside its own turn (the template tokens between the turns are skipped). (B, m, D)
+    One gather of the 2m + 2 states involved (one scatter in the backward)."""
     us, ue, a0 = spans[:, 0:1], spans[:, 1:2], spans[:, 2:3]  # (B, 1)
-    lu = ue - us
-    in_user = offsets <= lu  # (B, n)
+    lu, m = ue - us, offsets.shape[1]
+    in_user = offsets <= lu  # (B, m)
     start = torch.where(in_user, us - 1, a0 - 1)  # hidden state just before the piece
     end = torch.where(in_user, us - 1 + offsets, a0 - 1 + offsets - lu)
-    piece = _rows(h, end) - _rows(h, start)
-    user_total = (_rows(h, ue - 1) - _rows(h, us - 1))  # (B, 1, D)
-    return piece + user_total * (~in_user)[..., None]
+    g = _rows(h, torch.cat([end, start, ue - 1, us - 1], dim=1))  # (B, 2m + 2, D)
+    user_total = g[:, 2 * m:2 * m + 1] - g[:, 2 * m + 1:]  # (B, 1, D)
+    return g[:, :m] - g[:, m:2 * m] + user_total * (~in_user)[..., None]
 
 
 def stp_terms(hidden: torch.Tensor, batch: dict[str, torch.Tensor], cfg: StpConfig,
@@ -190,13 +191,13 @@ def stp_terms(hidden: torch.Tensor, batch: dict[str, torch.Tensor], cfg: StpConf
     else:
         if cfg.variant is StpVariant.SPAN:
             off = batch["stp_offsets"]  # (B, n, 2)
-            d_s, d_t = displacement(hidden, spans, off[..., 0]), displacement(hidden, spans, off[..., 1])
-            d_end = displacement(hidden, spans, content_lengths(spans)[:, None])  # (B, 1, D)
+            n = off.shape[1]
+            d = displacement(hidden, spans, torch.cat([off[..., 0], off[..., 1], content_lengths(spans)[:, None]], 1))
+            d_s, d_t, d_end = d[:, :n], d[:, n:2 * n], d[:, 2 * n:]  # (B, n, D), (B, n, D), (B, 1, D)
             target, source = d_t - d_s, d_s + (d_end - d_t)  # patch, rest: (B, n, D)
         else:  # e2e: the two turns' displacements
-            us, ue, a0, ae = spans.unbind(-1)
-            source = (_rows(hidden, ue[:, None] - 1) - _rows(hidden, us[:, None] - 1))  # (B, 1, D)
-            target = (_rows(hidden, ae[:, None] - 1) - _rows(hidden, a0[:, None] - 1))
+            g = _rows(hidden, spans[:, [1, 0, 3, 2]] - 1)  # (B, 4, D): ue-1, us-1, ae-1, as-1
+            source, target = g[:, 0:1] - g[:, 1:2], g[:, 2:3] - g[:, 3:4]  # (B, 1, D) each
         if predictor is not None:
             source = predictor(source.to(predictor.weight.dtype)).float()
         cos = F.cosine_similarity(source, target, dim=-1).reshape(-1)  # (B * n,)

@@ -210,6 +210,7 @@ def _finish(cfg, out, tok, model, held_blocks, stats, step, clock, train_tokens:
     model.save_pretrained(tmp)
     tok.save_pretrained(tmp)
     atomic_write_json(tmp / "pretrain_metrics.json", metrics)
+    atomic_write_text(tmp / "README.md", model_card(metrics))
     if final.exists():
         shutil.rmtree(final)
     os.replace(tmp, final)
@@ -217,12 +218,68 @@ def _finish(cfg, out, tok, model, held_blocks, stats, step, clock, train_tokens:
     return metrics
 
 
+def model_card(metrics: dict) -> str:
+    """README.md of a pretrained model folder: what it is, how it was made (exact command), its numbers."""
+    c, corpus = metrics["config"], metrics["corpus"]
+    sources = ", ".join(f"{k} {v}" for k, v in corpus["documents"].items())
+    defaults = asdict(PretrainConfig())
+    over = " ".join(f"--set {k}={v}" for k, v in c.items() if k != "out_dir" and v != defaults.get(k))
+    return f"""# mini-llama: a small Llama pretrained on an NL-RX-free corpus
+
+A {metrics['parameters'] / 1e6:.2f}M-parameter `LlamaForCausalLM` (hidden {c['hidden_size']}, {c['layers']} layers, \
+{c['heads']} heads / {c['kv_heads']} KV heads, MLP {c['intermediate_size']}, tied embeddings, weights in bf16) with \
+its own byte-level BPE ({c['vocab_size']} entries + Llama-3 special tokens, pad `{PAD_TOKEN}`) and the \
+Llama-3 chat template, pretrained with plain next-token prediction by `llm_jepa.pretrain`. It is the starting \
+point of the pretrained-then-finetuned NL-RX test in docs/llm_jepa_reproduction.md. Load it with \
+`model.name_or_path: mini-llama` or `AutoModelForCausalLM.from_pretrained(llm_jepa.pretrained.pretrained_path("mini-llama"))`.
+
+## Data (`llm_jepa.corpus`)
+
+One document per record of the packaged sets ({sources}), rendered with the chat template and packed
+into blocks of {c['block']} tokens. NL-RX contributes only the *training* descriptions (system + user
+turn, never the regex). Excluded: every NL-RX test record, every NL-RX regex (train and test assistant
+turns), {corpus['dropped_test_description']} training descriptions equal to a test description,
+{corpus['dropped_test_regex']} whose regex is also a test regex, and {corpus['dropped_leaking_documents']} documents
+containing an NL-RX regex of 8+ characters verbatim. Held out: {corpus['heldout_documents']} random
+documents ({metrics['heldout_tokens']} tokens); trained on: {corpus['train_documents']} documents
+({metrics['train_tokens']} tokens).
+
+## Reproduce
+
+    python -m llm_jepa.pretrain --out runs/pretrain/mini_llama {over}
+
+(seed {c['seed']}; AdamW lr {c['lr']}, betas (0.9, 0.95), weight decay {c['weight_decay']}, {c['warmup_steps']} \
+warmup steps then cosine to {c['min_lr_ratio']} x lr, batch {c['batch_size']} x {c['block']} tokens, clip \
+{c['max_grad_norm']}; a killed run resumes from `state.pt`.) Then copy `runs/pretrain/mini_llama/final/*` here.
+
+## Budget and result (measured)
+
+| | |
+|---|---|
+| optimizer steps | {metrics['step']} |
+| tokens seen | {metrics['tokens_seen']} ({metrics['tokens_seen'] / metrics['train_tokens']:.2f} epochs) |
+| training wall time | {metrics['wall_s'] / 60:.1f} min on the shared 2-core CPU ({c['threads']} torch thread(s)) |
+| training CPU time | {metrics['cpu_s'] / 60:.1f} min |
+| held-out loss (fp32 weights) | {metrics['heldout_loss_fp32']:.3f} nats/token (perplexity {math.exp(metrics['heldout_loss_fp32']):.1f}) |
+| held-out loss (the shipped bf16 weights) | {metrics['heldout_loss_bf16_weights']:.3f} nats/token (perplexity {math.exp(metrics['heldout_loss_bf16_weights']):.1f}) |
+
+`pretrain_metrics.json` holds every number, the resolved config and the package versions.
+Data licences: see llm_jepa/datasets/README.md (the sets as published with the LLM-JEPA code, Apache-2.0;
+NL-RX MIT; GSM8K MIT).
+"""
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--out", help="output folder (same as --set out_dir=...)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="a=b",
                    help="override a PretrainConfig field, e.g. max_steps=1000")
+    p.add_argument("--card", metavar="FINAL_DIR", help="only (re)write FINAL_DIR/README.md from its metrics")
     args = p.parse_args(argv)
+    if args.card:
+        metrics = json.loads((Path(args.card) / "pretrain_metrics.json").read_text())
+        atomic_write_text(Path(args.card) / "README.md", model_card(metrics))
+        return 0
     overrides = ([f"out_dir={args.out}"] if args.out else []) + args.overrides
     m = pretrain(load_config(PretrainConfig, None, overrides))
     print(json.dumps({k: v for k, v in m.items() if k not in ("config", "corpus", "packages")}, indent=1))

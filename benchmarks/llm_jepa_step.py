@@ -16,7 +16,9 @@ R times in turn (interleaved, so load drifts hit every variant alike) and report
 median over the repeats of each run's median step time.
 
     python benchmarks/llm_jepa_step.py [--hidden 256 --layers 4 --batch 8 --steps 6]
-    python benchmarks/llm_jepa_step.py --variants plain plain_ours stp --repeats 5   # the STP cost target
+    python benchmarks/llm_jepa_step.py --variants plain plain_ours stp --in-process --steps 40   # STP cost target
+`--in-process` times the variants step by step in ONE process on ONE model (the order rotated every
+step) and also prints the median of per-step ratios: the least noisy comparison on a shared machine.
 """
 
 from __future__ import annotations
@@ -35,22 +37,28 @@ import torch.nn.functional as F
 VARIANTS = ("plain", "tripled", "reference", "in_context", "plain_ours", "stp")
 
 
-def _setup(args):
-    from llm_jepa.collator import JepaCollator
+def _variant_cfg(args, variant: str):
     from llm_jepa.config import JepaMode, LLMJepaConfig, Objective
+
+    cfg = LLMJepaConfig()
+    cfg.model.tiny_hidden_size, cfg.model.tiny_layers, cfg.jepa.predictors = args.hidden, args.layers, 1
+    cfg.model.tiny_vocab_size = args.vocab
+    cfg.jepa.mode = JepaMode.IN_CONTEXT if variant == "in_context" else JepaMode.REFERENCE
+    if variant in ("plain_ours", "stp"):
+        cfg.jepa.lam = 0.0 if variant == "plain_ours" else 0.02
+        cfg.jepa.objective = Objective.STP
+    return cfg
+
+
+def _setup(args, variant: str):
+    from llm_jepa.collator import JepaCollator
     from llm_jepa.data import load_records
     from llm_jepa.modeling import load_model_and_tokenizer
 
     records = load_records("synth_train", limit=args.batch * (args.steps + 2))
-    cfg = LLMJepaConfig()
-    cfg.model.tiny_hidden_size, cfg.model.tiny_layers, cfg.jepa.predictors = args.hidden, args.layers, 1
-    cfg.model.tiny_vocab_size = args.vocab
-    cfg.jepa.mode = JepaMode.IN_CONTEXT if args.variant == "in_context" else JepaMode.REFERENCE
-    if args.variant in ("plain_ours", "stp"):
-        cfg.jepa.lam = 0.0 if args.variant == "plain_ours" else 0.02
-        cfg.jepa.objective = Objective.STP
+    cfg = _variant_cfg(args, variant)
     corpus = [m["content"] for r in records for m in r["messages"]]
-    model, tok = load_model_and_tokenizer(cfg, corpus)
+    model, tok = load_model_and_tokenizer(cfg, corpus)  # the same model and tokenizer for every variant
     return cfg, model, tok, JepaCollator(tok, cfg), records
 
 
@@ -62,11 +70,11 @@ def _pad(seqs: list[list[int]], length: int, pad: int) -> tuple[torch.Tensor, to
     return ids, mask
 
 
-def _step_fn(args, cfg, model, tok, collate, device):
+def _step_fn(variant: str, cfg, model, tok, collate, device):
     from llm_jepa.modeling import jepa_forward
     from llm_jepa.stp import add_step_spans
 
-    if args.variant in ("reference", "in_context", "plain_ours", "stp"):
+    if variant in ("reference", "in_context", "plain_ours", "stp"):
         def packed(recs):
             batch = add_step_spans([collate(recs)], cfg.stp, 0, 0, 0)[0]  # STP: the span draw is timed too
             return jepa_forward(model, {k: v.to(device) for k, v in batch.items()}, cfg)["loss"]
@@ -92,32 +100,72 @@ def _step_fn(args, cfg, model, tok, collate, device):
         code = h[2 * B + rows, torch.tensor([e.code_last for e in encs], device=device)]
         return lm + (1 - F.cosine_similarity(text, code, dim=-1)).mean()
 
-    return plain if args.variant == "plain" else tripled
+    return plain if variant == "plain" else tripled
+
+
+def _timed_step(step, opt, recs, device) -> float:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    t0 = time.perf_counter()
+    step(recs).backward()
+    opt.step()
+    opt.zero_grad(set_to_none=True)
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    return time.perf_counter() - t0
 
 
 def run_variant(args) -> dict:
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     torch.set_num_threads(args.threads)
-    cfg, model, tok, collate, records = _setup(args)
+    cfg, model, tok, collate, records = _setup(args, args.variant)
     model.to(device).train()
     opt = torch.optim.AdamW(model.parameters(), lr=1e-5)
-    step = _step_fn(args, cfg, model, tok, collate, device)
+    step = _step_fn(args.variant, cfg, model, tok, collate, device)
     times = []
     for i in range(args.steps + 1):  # first step is warm-up
-        recs = records[i * args.batch:(i + 1) * args.batch]
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        t0 = time.perf_counter()
-        step(recs).backward()
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-        if device.type == "cuda":
-            torch.cuda.synchronize()
+        t = _timed_step(step, opt, records[i * args.batch:(i + 1) * args.batch], device)
         if i:
-            times.append(time.perf_counter() - t0)
+            times.append(t)
     peak = (torch.cuda.max_memory_allocated() / 2**20 if device.type == "cuda"
             else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
     return {"variant": args.variant, "step_s": statistics.median(times), "peak_mib": peak, "device": device.type}
+
+
+def run_in_process(args) -> dict[str, list[float]]:
+    """One process, one model: every step runs each variant once on the same records, the order rotated
+    step by step, so load drifts hit all variants alike (no memory numbers: the process is shared)."""
+    from llm_jepa.collator import JepaCollator
+
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    torch.set_num_threads(args.threads)
+    _, model, tok, _, records = _setup(args, "stp")
+    model.to(device).train()
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-5)
+    steps = {}
+    for v in args.variants:
+        cfg = _variant_cfg(args, v)
+        steps[v] = _step_fn(v, cfg, model, tok, JepaCollator(tok, cfg), device)
+    times: dict[str, list[float]] = {v: [] for v in args.variants}
+    for i in range(args.steps + 1):  # step 0 warms every variant up
+        recs = records[i * args.batch:(i + 1) * args.batch]
+        k = i % len(args.variants)
+        for v in args.variants[k:] + args.variants[:k]:
+            t = _timed_step(steps[v], opt, recs, device)
+            if i:
+                times[v].append(t)
+    return times
+
+
+def _report_in_process(times: dict[str, list[float]]) -> None:
+    for v, ts in times.items():
+        print(f"{v:>10}: {statistics.median(ts) * 1000:8.1f} ms/step (median of {len(ts)} interleaved steps)")
+    for a, b, target in (("stp", "plain_ours", " (target <= 1.05)"), ("stp", "plain", " (target <= 1.05)"),
+                         ("plain_ours", "plain", "")):
+        if a in times and b in times:
+            per_step = statistics.median(x / y for x, y in zip(times[a], times[b]))
+            print(f"{a} / {b}: median of per-step ratios {per_step:.3f}x, ratio of medians "
+                  f"{statistics.median(times[a]) / statistics.median(times[b]):.3f}x{target}")
 
 
 def _run_once(args, variant: str) -> dict:
@@ -137,6 +185,8 @@ def main() -> int:
     p.add_argument("--variants", nargs="+", choices=VARIANTS, default=list(VARIANTS[:4]),
                    help="variants to compare (default: the four LLM-JEPA layouts)")
     p.add_argument("--repeats", type=int, default=1, help="interleaved runs of every variant")
+    p.add_argument("--in-process", action="store_true",
+                   help="time the variants step by step in one process on one model (the STP cost target)")
     p.add_argument("--hidden", type=int, default=256)
     p.add_argument("--layers", type=int, default=4)
     p.add_argument("--vocab", type=int, default=2048)
@@ -146,6 +196,9 @@ def main() -> int:
     args = p.parse_args()
     if args.variant:
         print(json.dumps(run_variant(args)))
+        return 0
+    if args.in_process:
+        _report_in_process(run_in_process(args))
         return 0
     runs: dict[str, list[dict]] = {v: [] for v in args.variants}
     for r in range(args.repeats):

@@ -106,7 +106,7 @@ def _norms(batches: list[dict], use_jepa: bool, cfg: LLMJepaConfig, acc: Acceler
                           sum(jepa_pairs(b) for b in batches) if use_jepa else 0],
                          device=acc.device, dtype=torch.float64)
     total = acc.reduce(local, reduction="sum") / acc.num_processes
-    return total[0].clamp(min=1).float(), total[1].clamp(min=1).float()
+    return total[0].clamp(min=1).float(), total[1].clamp(min=1e-12).float()  # STP weights may sum below 1
 
 
 def run_step(module, batches: list[dict], use_jepa: bool, cfg: LLMJepaConfig, acc: Accelerator) -> dict:

@@ -57,7 +57,7 @@ class JepaTrainer(Trainer):
         if world > 1:
             local = self.accelerator.reduce(local, reduction="sum")
         local = local / world  # DDP averages gradients over ranks
-        self._window = (local[0].clamp(min=1).float(), local[1].clamp(min=1).float(), use)
+        self._window = (local[0].clamp(min=1).float(), local[1].clamp(min=1e-12).float(), use)  # STP: weights
         return batches, self._window[0]
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):

@@ -192,6 +192,21 @@ def test_accumulation_4x4_equals_one_batch_of_16(weight, synth_records, tokenize
     assert torch.allclose(g_acc, g_big, atol=1e-6, rtol=1e-4)
 
 
+def test_step_normalises_by_span_weights_even_below_one(synth_records, tokenizer_corpus):
+    """One record, one span of weight < 1: the step's JEPA term is the weighted mean, not clamped to a count."""
+    cfg = _stp_cfg("jepa.lam=1", "jepa.gamma=0", "stp.length_weight=cosine_like")
+    model, tok = load_model_and_tokenizer(cfg, tokenizer_corpus)
+    module, acc = JepaModule(model, cfg), Accelerator(cpu=True)
+    batch = add_step_spans([JepaCollator(tok, cfg)(synth_records[:1])], cfg.stp, 0, 0, 0)[0]
+    assert float(batch["stp_weight"].sum()) < 0.9
+    run_step(module, [batch], True, cfg, acc)
+    g_step = torch.cat([p.grad.flatten() for p in module.parameters() if p.grad is not None])
+    module.zero_grad()
+    jepa_forward(model, batch, cfg)["loss"].backward()  # default norm: this batch's weight sum
+    g_ref = torch.cat([p.grad.flatten() for p in module.parameters() if p.grad is not None])
+    assert torch.allclose(g_step, g_ref, atol=1e-7, rtol=1e-5)
+
+
 def test_jepa_trainer_accumulation_matches_big_batch(tmp_path, synth_records, tokenizer_corpus):
     cfg = _stp_cfg("jepa.lam=1", "stp.spans=2", "stp.length_weight=jaccard_like")
     weights = []

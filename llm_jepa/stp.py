@@ -9,7 +9,8 @@ assistant start, assistant end) token indices of the row into the batch -> once 
 `add_spans` draws `stp_offsets` (B, n, 2) = [s, t) offsets into the concatenated content (user
 content followed by assistant content; the template tokens between them are skipped) from a
 generator per row keyed by (seed, step, rank, row position in the step) (`span_uniforms`: the
-same under gradient accumulation and after a resume) and their length weights `stp_weight` (B, n) -> `jepa_forward` calls `stp_terms(hidden, batch, cfg)`:
+same under gradient accumulation and after a resume) and their length weights `stp_weight` (B, n)
+-> `jepa_forward` calls `stp_terms(hidden, batch, cfg)` on the last-layer states (B, T, D):
 
     D(o)  = displacement from the content start to offset o, each piece inside its own turn
             (D(o) = h[us-1+o] - h[us-1] in the user turn; after it, h[ue-1] - h[us-1] + h[as-1+o-Lu] - h[as-1])
@@ -22,6 +23,7 @@ displacement vs assistant displacement; `--linear=e2e`), `curvature` (mean turni
 consecutive steps inside each turn; `--linear=curvature`). Length weights `cosine_like` 2rp/(r^2+p^2)
 and `jaccard_like` 1 - |r-p|/(r+p) (r, p: rest and patch lengths); `spans` > 1 draws several spans per
 sequence. The loss is vectorised over the batch and the spans (gathers, no loop per token or row).
+Training entry points: `llm-jepa train --config ... --set jepa.objective=stp --set jepa.lam=0.02`.
 
     cfg = load_llm_jepa_config("recipes/llm_jepa/tiny_cpu.yaml", ["jepa.objective=stp", "jepa.lam=0.02"])
     batch = add_spans(JepaCollator(tok, cfg)(records), cfg.stp, seed=0, step=step)

@@ -14,7 +14,7 @@ from accelerate import Accelerator
 from transformers import TrainingArguments, pipeline
 
 from llm_jepa.collator import JepaCollator
-from llm_jepa.config import Distance, LLMJepaConfig
+from llm_jepa.config import Distance, LLMJepaConfig, load_llm_jepa_config
 from llm_jepa.data import load_records
 from llm_jepa.modeling import JepaModule, load_model_and_tokenizer
 from llm_jepa.train import run_step, train
@@ -68,9 +68,10 @@ def test_accumulation_4x4_equals_one_batch_of_16(distance, synth_records, tokeni
         module.zero_grad()
 
 
-def test_jepa_trainer_accumulation_matches_big_batch(tmp_path, synth_records, tokenizer_corpus):
-    cfg = LLMJepaConfig()
-    cfg.jepa.predictors = 1
+@pytest.mark.parametrize("overrides", [[], ["jepa.objective=stp", "stp.spans=2", "stp.length_weight=jaccard_like"]],
+                         ids=["views", "stp"])
+def test_jepa_trainer_accumulation_matches_big_batch(overrides, tmp_path, synth_records, tokenizer_corpus):
+    cfg = load_llm_jepa_config(None, ["jepa.predictors=1", *overrides])  # STP: spans keyed per row, so equal
     weights = []
     for bs, ga in ((16, 1), (4, 4)):
         model, tok = load_model_and_tokenizer(cfg, tokenizer_corpus)
@@ -81,7 +82,7 @@ def test_jepa_trainer_accumulation_matches_big_batch(tmp_path, synth_records, to
         trainer = JepaTrainer(model=model, args=args, cfg=cfg, processing_class=tok,
                               train_dataset=synth_records[:16])
         trainer.train()
-        assert set(trainer.log_terms) == {"lm_loss", "jepa_loss", "cos_sim"}
+        assert set(trainer.log_terms) == {"lm_loss", "jepa_loss", "cos_sim"} and trainer.log_terms["jepa_loss"] > 0
         weights.append(torch.cat([p.detach().flatten() for p in model.parameters()]))
     assert torch.allclose(weights[0], weights[1], atol=1e-6, rtol=1e-4)
 

@@ -370,6 +370,9 @@ def main(argv: list[str] | None = None) -> int:
         report(exp, out, Path(args.figures), seeds)
         print((out / "report.md").read_text())
     elif args.pilot:
+        import torch
+
+        torch.set_num_threads(1)  # two threads on a busy 2-core machine spin and cost ~4x the CPU
         slug = "_".join(x.replace("=", "-") for x in args.extra) or "default"
         summary = run_job(exp, Job(exp.arms[0], MAIN_SEEDS[0]), out / "pilot" / slug, data, args.extra, "val")
         print(json.dumps(summary["metrics"], indent=1))

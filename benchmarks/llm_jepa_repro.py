@@ -324,7 +324,54 @@ def fraction_figure(found: dict[str, dict[int, dict]], path: Path) -> None:
     plt.close(fig)
 
 
-def report(exp: Experiment, out: Path, figures: Path, seeds: list[int]) -> dict[str, Any]:
+def tube_loss(checkpoint: Path, records: list[dict], batch: int = 64) -> dict[str, float]:
+    """The STP term (mean 1 - cos(rest, patch)) of a finetuned model's states on `records`, with the same
+    seeded spans for every model: did STP make the trajectories straighter than plain finetuning did?"""
+    import torch
+
+    from llm_jepa.collator import JepaCollator
+    from llm_jepa.config import load_llm_jepa_config
+    from llm_jepa.modeling import jepa_forward, load_model_and_tokenizer
+    from llm_jepa.stp import add_spans
+
+    cfg = load_llm_jepa_config(None, [f"model.name_or_path={checkpoint}", "jepa.objective=stp", "jepa.lam=1",
+                                      "data.max_length=160"])
+    model, tok = load_model_and_tokenizer(cfg)
+    collate, total, weight = JepaCollator(tok, cfg), 0.0, 0.0
+    with torch.no_grad():
+        for i in range(0, len(records), batch):
+            b = add_spans(collate(records[i:i + batch]), cfg.stp, seed=0, step=0, first_row=i)
+            o = jepa_forward(model.eval(), b, cfg)
+            total, weight = total + float(o["jepa_sum"]), weight + float(o["n_pairs"])
+    return {"stp_loss": total / weight}
+
+
+def tube_table(out: Path, arms: list[Arm], seeds: list[int], val: Path, res: dict[str, Any]) -> str:
+    """STP term on the validation records for each arm's final model (cached in eval/tube.json)."""
+    from llm_jepa.data import load_records
+
+    records = load_records(str(val))
+    rows = ["| arm | 1 - cos(rest, patch) on val, mean ± std over seeds | per seed |", "|---|---|---|"]
+    for arm in arms:
+        vals = {}
+        for seed in seeds:
+            run = out / arm.name / f"seed{seed}"
+            if not (run / "eval" / "summary.json").is_file():
+                continue
+            cache = run / "eval" / "tube.json"
+            if not cache.is_file():
+                atomic_write_json(cache, tube_loss(run / "train" / "final", records))
+            vals[seed] = json.loads(cache.read_text())["stp_loss"]
+        if len(vals) > 1:
+            res.setdefault("tube", {})[arm.name] = vals
+            v = list(vals.values())
+            rows.append(f"| {arm.name} | {statistics.fmean(v):.3f} ± {statistics.stdev(v):.3f} | "
+                        + ", ".join(f"{x:.3f}" for x in v) + " |")
+    return "### Straightness of the finetuned trajectories (STP term on the 500 val records)\n\n" + \
+        "\n".join(rows) + "\n"
+
+
+def report(exp: Experiment, out: Path, figures: Path, seeds: list[int], val: Path) -> dict[str, Any]:
     """Tables (both metrics, paired tests), extra parts, timings and figures -> report.md / report.json."""
     res: dict[str, Any] = {"experiment": exp.name, "metrics": {}, "timing": {}, **run_metadata()}
     base = exp.arms[0].name
@@ -336,6 +383,7 @@ def report(exp: Experiment, out: Path, figures: Path, seeds: list[int]) -> dict[
     else:
         found = _load(out, exp.arms + extra, seeds)
         md.append(data_table(found, res))
+        md.append(tube_table(out, exp.arms, seeds, val, res))
         fraction_figure(found, figures / "llm_jepa_repro_pretrained_data.png")
     md.append(timing_table(found, base, res))
     name = "llm_jepa_repro_loss.png" if exp.name == "scratch" else "llm_jepa_repro_pretrained_loss.png"
@@ -367,7 +415,7 @@ def main(argv: list[str] | None = None) -> int:
     data = prepare_data(out, args.val_size, args.test_size or exp.test_size)
     seeds = args.seeds or exp.seeds
     if args.report:
-        report(exp, out, Path(args.figures), seeds)
+        report(exp, out, Path(args.figures), seeds, data["val"])
         print((out / "report.md").read_text())
     elif args.pilot:
         import torch

@@ -184,9 +184,12 @@ def _load(out: Path, arms: list[Arm], seeds: list[int]) -> dict[str, dict[int, d
 
 
 def _complete(found: dict[str, dict[int, dict]], baseline: str) -> dict[str, dict[int, dict]]:
-    """Keep only seeds present in the baseline too (paired tests need the same seeds)."""
-    base = set(found.get(baseline, {}))
-    return {a: {s: v for s, v in by.items() if s in base} for a, by in found.items()}
+    """Keep only the seeds every arm (the baseline included) has finished: paired tests need the same
+    seeds, and a report made while runs are in flight must not mix seed sets."""
+    common = set(found.get(baseline, {}))
+    for by in found.values():
+        common &= set(by)
+    return {a: {s: v for s, v in by.items() if s in common} for a, by in found.items()}
 
 
 def loss_figure(out: Path, arms: list[Arm], found: dict[str, dict[int, dict]], path: Path) -> None:
@@ -238,6 +241,8 @@ def sweep_table(found: dict[str, dict[int, dict]], res: dict[str, Any]) -> str:
 def _metric_tables(found: dict[str, dict[int, dict]], baseline: str, res: dict[str, Any], title: str) -> list[str]:
     """Per metric: mean ± std per arm and the paired one-tailed test of each arm against `baseline`."""
     md = []
+    if len(found.get(baseline, {})) < 2:
+        return [f"### {title}: fewer than 2 seeds finished by every arm; no paired test yet\n"]
     for metric in METRICS:
         scores = {a: {s: float(v["metrics"][metric]) for s, v in by.items()} for a, by in found.items() if by}
         stats = compare(scores, baseline)

@@ -316,6 +316,9 @@ def fraction_figure(found: dict[str, dict[int, dict]], path: Path) -> None:
                     ms.append(np.mean(vals))
                     ss.append(np.std(vals, ddof=1) if len(vals) > 1 else 0.0)
             ax.errorbar(xs, ms, yerr=ss, marker="o", capsize=3, label=name)
+        full = [100 * v["metrics"][metric] for v in found.get("plain", {}).values()]
+        if full:  # STP's claim: its 1/16 point reaches this line
+            ax.axhline(np.mean(full), ls=":", color="gray", lw=1, label="plain, all data")
         jepa = [100 * v["metrics"][metric] for v in found.get("jepa_lam1", {}).values()]
         if jepa:
             ax.errorbar([1.08], [np.mean(jepa)], yerr=[np.std(jepa, ddof=1) if len(jepa) > 1 else 0], marker="s",

@@ -8,9 +8,11 @@ Variants (all on one tiny Llama, one AdamW step each: collate + forward + backwa
                max_length 512, logits at every position of every row, last-layer states for the JEPA term
   reference  - ours: the three views packed into one row per record (`jepa.mode: reference`)
   in_context - ours: Enc(Text) read inside the conversation; only k predictors + Code view extra
+  stp        - Semantic Tube Prediction (jepa.objective=stp, lambda 0.02): the plain rows plus the span
+               draw (llm_jepa.stp.add_step_spans, timed) and the STP term on the same forward
 For each variant: median step time, its time ratio against plain, and its token ratio (non-pad tokens in
 its rows / non-pad tokens in plain rows; tripled also lists the padded positions it computes). Targets:
-in_context <= 1.25x plain; reference time ratio <= 1.15 x its token ratio. CUDA: peak memory per variant.
+in_context <= 1.25x plain; reference time ratio <= 1.15 x its token ratio; stp <= 1.05x plain. CUDA: peak memory per variant.
 
     python benchmarks/llm_jepa_step.py [--hidden 256 --layers 4 --batch 8 --repeats 10 --threads 1]
 """
@@ -24,11 +26,11 @@ import time
 import torch
 import torch.nn.functional as F
 
-VARIANTS = ("plain", "tripled", "reference", "in_context")
+VARIANTS = ("plain", "tripled", "reference", "in_context", "stp")
 
 
 def _configs(args):
-    from llm_jepa.config import JepaMode, LLMJepaConfig
+    from llm_jepa.config import JepaMode, LLMJepaConfig, Objective
 
     out = {}
     for v in VARIANTS:
@@ -37,6 +39,8 @@ def _configs(args):
         cfg.jepa.predictors, cfg.data.max_length = 1, 4096
         cfg.jepa.lam = 0.0 if v == "plain" else 1.0
         cfg.jepa.mode = JepaMode.IN_CONTEXT if v == "in_context" else JepaMode.REFERENCE
+        if v == "stp":
+            cfg.jepa.lam, cfg.jepa.objective = 0.02, Objective.STP
         out[v] = cfg
     return out
 
@@ -94,6 +98,7 @@ def setup(args, device):
 def one_step(v: str, model, tok, cfgs, collators, encs, opt, device) -> tuple[float, int, int]:
     """(seconds, non-pad tokens, computed positions) of one optimizer step of variant `v`."""
     from llm_jepa.modeling import jepa_forward
+    from llm_jepa.stp import add_step_spans
 
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     sync()
@@ -103,7 +108,7 @@ def one_step(v: str, model, tok, cfgs, collators, encs, opt, device) -> tuple[fl
         tokens = sum(len(e.full_ids) + len(e.text_ids) + len(e.code_ids) for e in encs)
         positions = 3 * len(encs) * 512
     else:
-        batch = collators[v](encs)
+        batch = add_step_spans([collators[v](encs)], cfgs[v].stp, 0, 0, 0)[0]  # STP: the span draw is timed
         tokens, positions = int((batch["segment_ids"] != 0).sum()), batch["input_ids"].numel()
         loss = jepa_forward(model, {k: t.to(device) for k, t in batch.items()}, cfgs[v])["loss"]
     loss.backward()
@@ -165,6 +170,8 @@ def main() -> int:
     print(f"in_context / plain: time {ic['time_ratio']:.2f}x (target <= 1.25x)")
     print(f"reference: time {ref['time_ratio']:.2f}x / tokens {ref['token_ratio']:.2f}x = "
           f"{ref['time_ratio'] / ref['token_ratio']:.2f} (target <= 1.15)")
+    if "stp" in res:
+        print(f"stp / plain: time {res['stp']['time_ratio']:.2f}x (target <= 1.05x)")
     if "tripled" in res:
         print(f"reference / tripled-512: time {ref['ms'] / res['tripled']['ms']:.2f}x")
     return 0

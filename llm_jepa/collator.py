@@ -7,6 +7,10 @@ record into ONE row and pads the batch to its longest row (left or right):
     reference:  [ full conversation | Text view + k predictors | Code view ]
     in_context: [ full conversation | k predictors            | Code view ]
 
+With `jepa.objective: stp` no view is packed: the row is the conversation alone, and the batch
+carries `content_spans` (B, 4) = [user-content start, end, assistant-content start, end) token
+indices of the row, which `llm_jepa.stp` samples its spans from.
+
 Each segment attends only to itself (block-diagonal causal mask, a 4-D bool tensor) and its
 position ids restart at 0, so every segment computes exactly what it would alone (the
 three-pass reference definition, DESIGN.md "Where we can be better" (1)). In `in_context` the
@@ -27,7 +31,7 @@ from dataclasses import dataclass
 import torch
 from transformers import PreTrainedTokenizerBase
 
-from llm_jepa.config import JepaMode, LLMJepaConfig, Padding
+from llm_jepa.config import JepaMode, LLMJepaConfig, Objective, Padding
 from llm_jepa.data import (
     TEMPLATE_KWARGS,
     InvalidRecords,
@@ -36,6 +40,7 @@ from llm_jepa.data import (
     family_of,
     prompt_messages,
     render_prompt,
+    split_record,
     stop_token_ids,
     validate_record,
     view_contents,
@@ -93,6 +98,7 @@ class EncodedRecord:
     text_last: int = -1
     code_ids: list[int] | None = None
     code_last: int = -1
+    content_spans: tuple[int, int, int, int] | None = None  # STP: [user start, end, assistant start, end)
 
 
 class JepaCollator:
@@ -106,7 +112,8 @@ class JepaCollator:
         if any(i is None or i == tokenizer.unk_token_id for i in self.pred_ids):
             raise ValueError("the tokenizer lacks the predictor tokens; call llm_jepa.modeling.add_predictor_tokens"
                              f"(model, tokenizer, {self.k}) first")
-        self.views = cfg.jepa.lam != 0.0
+        self.views = cfg.jepa.lam != 0.0 and cfg.jepa.objective is Objective.VIEWS
+        self.stp = cfg.jepa.lam != 0.0 and cfg.jepa.objective is Objective.STP
         self.code_role = code_view_role(tokenizer)
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
         self.stops = set(stop_token_ids(tokenizer))
@@ -121,19 +128,28 @@ class JepaCollator:
         text, code = view_contents(record)
         msgs = prompt_messages(record, self.tok)
         assistant = record["messages"][-1]["content"].strip()
-        prompt = encode_with_span(self.tok, msgs, len(msgs) - 1, msgs[-1]["content"], add_generation_prompt=True)
+        content = msgs[-1]["content"]  # the user text (Gemma: the system text merged in front of it)
+        user = split_record(record)[1]
+        prompt = encode_with_span(self.tok, msgs, len(msgs) - 1, content, add_generation_prompt=True,
+                                  from_char=len(content) - len(user))  # .first: STP's user content start
         full_text = self.tok.apply_chat_template(msgs + [{"role": "assistant", "content": assistant}],
                                                  tokenize=False, **TEMPLATE_KWARGS)
         prompt_text = render_prompt(self.tok, record)
         if not full_text.startswith(prompt_text):
             raise RecordError("the chat template's generation prompt is not a prefix of the rendered "
                               "conversation; this template is not supported")
-        completion = self.tok(full_text[len(prompt_text):], add_special_tokens=False)["input_ids"]
+        completion_text = full_text[len(prompt_text):]
+        comp = self.tok(completion_text, add_special_tokens=False, return_offsets_mapping=self.stp)
+        completion = comp["input_ids"]
         labels = self._labels(prompt.ids, completion)
         keep = max(i for i, t in enumerate(labels) if t != -100) + 1  # nothing after the last label is read
         enc = EncodedRecord((prompt.ids + completion)[:keep], labels[:keep], prompt.last)
         if self.views:
             self._encode_views(enc, text, code)
+        if self.stp:
+            first, last = _char_span_tokens(comp["offset_mapping"], completion_text, assistant)
+            n = len(prompt.ids)
+            enc.content_spans = (prompt.first, prompt.last + 1, n + first, n + last + 1)
         self._check_length(enc)
         return enc
 
@@ -238,7 +254,19 @@ class JepaCollator:
             sh = torch.tensor(shifts)
             batch["text_index"] = torch.tensor([r["text_index"] for r in rows]) + sh
             batch["code_index"] = torch.tensor([r["code_index"] for r in rows]) + sh
+        if self.stp:
+            batch["content_spans"] = torch.tensor([e.content_spans for e in encs]) + torch.tensor(shifts)[:, None]
         return batch
+
+
+def _char_span_tokens(offsets: list[tuple[int, int]], text: str, content: str) -> tuple[int, int]:
+    """First and last token (indices into `offsets`) overlapping the first occurrence of `content` in `text`."""
+    start = text.find(content)
+    if start < 0:
+        raise RecordError("the assistant content does not appear verbatim in the rendered completion; this "
+                          "chat template rewrites it, so STP cannot locate the assistant span")
+    inside = [i for i, (s, e) in enumerate(offsets) if s < start + len(content) and e > start]
+    return inside[0], inside[-1]
 
 
 def strip_views(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

@@ -18,6 +18,7 @@ from pathlib import Path
 from jepa_common.config import load_config
 from jepa_common.runtime import MixedPrecision  # noqa: F401  (re-exported: part of this config's API)
 from llm_jepa.data import InvalidRecords
+from llm_jepa.stp import StpConfig
 
 
 class Distance(enum.Enum):
@@ -27,6 +28,13 @@ class Distance(enum.Enum):
     L2 = "l2"  # ||a - b||_2, batch mean
     MSE = "mse"  # mean squared error over features and batch
     INFONCE = "infonce"  # in-batch contrastive, Code targets as classes (temperature below)
+
+
+class Objective(enum.Enum):
+    """Which JEPA term is added to the LM loss (its weight is `jepa.lam` either way)."""
+
+    VIEWS = "views"  # LLM-JEPA: d(Pred(Enc(Text)), Enc(Code)) between two extra views (arXiv:2509.14252)
+    STP = "stp"  # Semantic Tube Prediction on the conversation's own states, no extra view (`stp` section)
 
 
 class JepaMode(enum.Enum):
@@ -49,7 +57,7 @@ class Schedule(enum.Enum):
 
 @dataclass
 class ModelSection:
-    name_or_path: str = "tiny"  # hub id or local folder; "tiny" = random tiny model built offline
+    name_or_path: str = "tiny"  # hub id, local folder, shipped "mini-llama" (llm_jepa.pretrained), or "tiny" = random
     tiny_family: str = "llama"  # for name_or_path=tiny: llama | gemma | gemma3 | qwen | qwen3 | mistral
     tiny_sliding_window: int | None = None  # for name_or_path=tiny: window of the sliding-attention layers
     tiny_hidden_size: int = 64
@@ -73,6 +81,7 @@ class DataSection:
 @dataclass
 class JepaSection:
     lam: float = 1.0  # weight of the JEPA term (0 = plain finetuning, no extra views computed)
+    objective: Objective = Objective.VIEWS  # views (LLM-JEPA) | stp (options in the `stp` section)
     gamma: float = 1.0  # weight of the LM term
     predictors: int = 1  # k predictor tokens appended to the Text view
     distance: Distance = Distance.COSINE
@@ -124,6 +133,7 @@ class LLMJepaConfig:
     jepa: JepaSection = field(default_factory=JepaSection)
     lora: LoraSection = field(default_factory=LoraSection)
     train: TrainSection = field(default_factory=TrainSection)
+    stp: StpConfig = field(default_factory=StpConfig)  # used when jepa.objective = stp
 
     def __post_init__(self) -> None:
         if self.jepa.predictors < 0:
@@ -132,6 +142,9 @@ class LLMJepaConfig:
             raise ValueError(f"jepa.dropout={self.jepa.dropout}; it is a fraction of steps in [0, 1)")
         if self.train.grad_accum < 1 or self.train.batch_size < 1:
             raise ValueError("train.batch_size and train.grad_accum must be at least 1")
+        if self.jepa.objective is Objective.STP and self.jepa.distance is not Distance.COSINE:
+            raise ValueError(f"jepa.distance={self.jepa.distance.value} is for the views objective; STP is "
+                             "1 - cos by definition (use jepa.distance=cosine)")
 
 
 def load_llm_jepa_config(path: str | Path | None = None, overrides: list[str] | None = None) -> LLMJepaConfig:

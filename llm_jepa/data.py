@@ -302,11 +302,13 @@ class SpanEncoding:
 
     ids: list[int]
     last: int  # index into ids of the last token of the content (or of the last predictor token)
+    first: int = -1  # index into ids of the first token of the tracked content
 
 
 def encode_with_span(tokenizer: PreTrainedTokenizerBase, messages: list[dict], index: int, content: str,
-                     add_generation_prompt: bool = False) -> SpanEncoding:
-    """Render `messages` with `content` put into message `index`, tokenize, and locate its last token.
+                     add_generation_prompt: bool = False, from_char: int = 0) -> SpanEncoding:
+    """Render `messages` with `content` put into message `index`, tokenize, and locate its first and last
+    token (the tracked content starts `from_char` characters into `content`: 0 = all of it).
 
     The content's character span is known exactly (a placeholder is rendered first), and the
     tokenizer's offset mapping turns it into a token index: no per-family magic offset.
@@ -318,9 +320,9 @@ def encode_with_span(tokenizer: PreTrainedTokenizerBase, messages: list[dict], i
     parts = rendered.split(_PLACEHOLDER)
     if len(parts) != 2:
         raise ValueError(f"chat template rendered the content {len(parts) - 1} times; expected once")
-    start, end = len(parts[0]), len(parts[0]) + len(content)
+    start, end = len(parts[0]) + from_char, len(parts[0]) + len(content)
     enc = tokenizer(parts[0] + content + parts[1], add_special_tokens=False, return_offsets_mapping=True)
     inside = [i for i, (s, e) in enumerate(enc["offset_mapping"]) if s < end and e > start]
     if not inside:
         raise ValueError(f"no token covers the content {content[:40]!r}; is the tokenizer a fast one?")
-    return SpanEncoding(list(enc["input_ids"]), inside[-1])
+    return SpanEncoding(list(enc["input_ids"]), inside[-1], inside[0])

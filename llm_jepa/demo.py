@@ -5,9 +5,11 @@ Data flow: `recipes/llm_jepa/tiny_cpu.yaml` -> two `train()` runs with the same 
 Pred(Enc(Text)) and Enc(Code)) -> printed summary, `curves.json` and `curves.png` in --out.
 
     python -m llm_jepa.demo --out demo_out/llm_jepa        # (make demo) 2-4 minutes on a CPU
+    python -m llm_jepa.demo --model mini-llama             # start from the shipped pretrained ~2M Llama
 
-The model is random and tiny, so this shows the machinery and the loss curves, not the
-paper's accuracy gains (those need the real checkpoints, recipes/llm_jepa/llama1b_*.yaml).
+By default the model is random and tiny, so this shows the machinery and the loss curves, not the
+paper's accuracy gains; `--model mini-llama` starts from the small pretrained model of
+`llm_jepa.pretrained` (about 10x the compute per step), the regime of docs/llm_jepa_reproduction.md.
 """
 
 from __future__ import annotations
@@ -65,15 +67,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default="demo_out/llm_jepa", help="output folder")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="a.b=c",
                         help="extra overrides for both runs, e.g. data.limit=512")
+    parser.add_argument("--model", choices=("tiny", "mini-llama"), default="tiny",
+                        help="tiny: random tiny Llama (default); mini-llama: the shipped pretrained model")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)  # a 64-wide model is faster on one thread than two busy ones
     out = Path(args.out)
-    args.overrides = ["data.limit=3072", *args.overrides]  # ~190 steps per run: 2-4 minutes in all
+    args.overrides = ["data.limit=3072", f"model.name_or_path={args.model}", *args.overrides]  # ~190 steps per run
     curves = {"plain_lambda0": run_one(out / "plain", 0.0, args.overrides),
               "llm_jepa": run_one(out / "jepa", 1.0, args.overrides)}
     atomic_write_json(out / "curves.json", curves)
     plot(curves, out / "curves.png")
-    summary = ["LLM-JEPA demo (tiny random Llama, NL-RX-SYNTH, CPU):"]
+    model = "tiny random Llama" if args.model == "tiny" else "pretrained mini-llama"
+    summary = [f"LLM-JEPA demo ({model}, NL-RX-SYNTH, CPU):"]
     summary += [f"  {name}: LM loss {c['lm_loss'][0]:.3f} -> {_mean_tail(c['lm_loss']):.3f} "
                 f"(mean of last 10 of {len(c['lm_loss'])} steps)" for name, c in curves.items()]
     j = curves["llm_jepa"]

@@ -5,6 +5,9 @@ the 4-D block mask and explicit position ids -> hidden states (B, T, D) -> (a) t
 and cross-entropy only at labelled positions, (b) Enc(Text)/Enc(Code) gathered at the tracked
 indices -> `llm_jepa.losses` -> dict with `loss, lm_loss, jepa_loss, cos_sim` (+ sums/counts).
 
+With `jepa.objective: stp` step (b) is Semantic Tube Prediction on the same hidden states
+(`llm_jepa.stp.stp_terms`, spans drawn by `llm_jepa.stp.add_spans`): no extra view, no extra pass.
+
 `JepaModule` wraps a causal LM so the JEPA forward goes through `nn.Module.__call__`: DDP/FSDP
 wrap it and see the forward (calling the inner decoder of a DDP-wrapped model would bypass
 gradient synchronisation).
@@ -24,8 +27,10 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, P
 
 from jepa_common.tiny import tiny_causal_lm, tiny_tokenizer
 from llm_jepa.collator import RESERVED_PATTERNS, predictor_token_names
-from llm_jepa.config import LLMJepaConfig, MixedPrecision
+from llm_jepa.config import LLMJepaConfig, MixedPrecision, Objective
 from llm_jepa.losses import combine, jepa_distance, lm_loss_sum
+from llm_jepa.pretrained import pretrained_path
+from llm_jepa.stp import add_spans, make_predictor, stp_terms
 
 log = logging.getLogger(__name__)
 
@@ -41,10 +46,11 @@ def load_model_and_tokenizer(cfg: LLMJepaConfig, corpus: list[str] | None = None
                                attn_implementation=m.attn_implementation, seed=cfg.train.seed,
                                sliding_window=m.tiny_sliding_window)
     else:
-        tok = AutoTokenizer.from_pretrained(m.name_or_path, trust_remote_code=m.trust_remote_code)
+        path = pretrained_path(m.name_or_path) or m.name_or_path  # a shipped model's short name, or as given
+        tok = AutoTokenizer.from_pretrained(path, trust_remote_code=m.trust_remote_code)
         pure_bf16 = cfg.jepa.paper_compat and cfg.train.mixed_precision is MixedPrecision.BF16
         model = AutoModelForCausalLM.from_pretrained(
-            m.name_or_path, dtype=torch.bfloat16 if pure_bf16 else torch.float32,
+            path, dtype=torch.bfloat16 if pure_bf16 else torch.float32,
             attn_implementation=m.attn_implementation, trust_remote_code=m.trust_remote_code)
     model._jepa_base_rows = embedding_rows(model)  # before any resize: does the base checkpoint fit the tokenizer?
     ensure_pad_token(model, tok, reference=cfg.jepa.paper_compat)
@@ -274,14 +280,31 @@ def check_family(model: nn.Module, batch: dict[str, torch.Tensor], tol: float = 
     base._jepa_probe_ok = True
 
 
+def jepa_pairs(batch: dict[str, torch.Tensor]) -> float:
+    """What the JEPA term of a batch is normalised by: its STP span weights, or its rows (view pairs)."""
+    return float(batch["stp_weight"].sum()) if "stp_weight" in batch else float(batch["input_ids"].shape[0])
+
+
+def _jepa_terms(hidden: torch.Tensor, batch: dict[str, torch.Tensor], cfg: LLMJepaConfig,
+                predictor: nn.Module | None) -> dict[str, torch.Tensor]:
+    if cfg.jepa.objective is Objective.STP:
+        if "stp_weight" not in batch:  # direct callers: spans from a generator seeded by train.seed
+            batch = add_spans(batch, cfg.stp, seed=cfg.train.seed)
+        return stp_terms(hidden, batch, cfg.stp, predictor)
+    rows = torch.arange(hidden.shape[0], device=hidden.device)
+    pred, target = hidden[rows, batch["text_index"]], hidden[rows, batch["code_index"]]  # (B, D)
+    return jepa_distance(pred, target, cfg.jepa.distance, cfg.jepa.temperature)
+
+
 def jepa_forward(model: nn.Module, batch: dict[str, torch.Tensor], cfg: LLMJepaConfig,
                  lm_norm: torch.Tensor | float | None = None, jepa_norm: torch.Tensor | float | None = None,
-                 use_jepa: bool = True) -> dict[str, torch.Tensor]:
+                 use_jepa: bool = True, predictor: nn.Module | None = None) -> dict[str, torch.Tensor]:
     """One forward of the packed batch -> `loss, lm_loss, jepa_loss, cos_sim` (+ `lm_sum, n_tokens, ...`).
 
-    `lm_norm` / `jepa_norm`: the number of labelled tokens / view pairs of the whole optimizer
-    step (all micro-batches, all ranks) so that accumulation and DDP give the big-batch gradient;
-    default: this batch's own counts (then `loss = gamma * lm_loss + lam * jepa_loss`).
+    `lm_norm` / `jepa_norm`: the number of labelled tokens / view pairs (STP: span weights) of the
+    whole optimizer step (all micro-batches, all ranks) so that accumulation and DDP give the
+    big-batch gradient; default: this batch's own counts (then `loss = gamma * lm_loss + lam * jepa_loss`).
+    `predictor`: STP's optional linear predictor (`JepaModule` owns it).
     """
     check_family(model, batch)
     _, lm_head, cap, _ = _parts(model)
@@ -293,10 +316,8 @@ def jepa_forward(model: nn.Module, batch: dict[str, torch.Tensor], cfg: LLMJepaC
     n_tok = out["n_tokens"].clamp(min=1)
     out["lm_loss"] = out["lm_sum"].detach() / n_tok
     jepa_sum = None
-    if use_jepa and "text_index" in batch and cfg.jepa.lam != 0.0:
-        rows = torch.arange(hidden.shape[0], device=hidden.device)
-        pred, target = hidden[rows, batch["text_index"]], hidden[rows, batch["code_index"]]  # (B, D)
-        j = jepa_distance(pred, target, cfg.jepa.distance, cfg.jepa.temperature)
+    if use_jepa and cfg.jepa.lam != 0.0 and ("text_index" in batch or "content_spans" in batch):
+        j = _jepa_terms(hidden, batch, cfg, predictor)
         jepa_sum = j["jepa_sum"]
         out.update(j)
         out["jepa_loss"] = j["jepa_loss"].detach()
@@ -304,15 +325,16 @@ def jepa_forward(model: nn.Module, batch: dict[str, torch.Tensor], cfg: LLMJepaC
         zero = hidden.new_zeros((), dtype=torch.float32)
         out.update(jepa_loss=zero, cos_sim=zero, jepa_sum=zero, n_pairs=torch.zeros((), dtype=torch.long))
     lm_norm = n_tok if lm_norm is None else lm_norm
-    jepa_norm = out["n_pairs"].clamp(min=1) if jepa_norm is None else jepa_norm
+    if jepa_norm is None:  # STP weights may sum below 1
+        jepa_norm = out["n_pairs"].clamp(min=1e-12 if cfg.jepa.objective is Objective.STP else 1)
     out["loss"] = combine(out["lm_sum"], lm_norm, jepa_sum, jepa_norm, cfg.jepa.gamma, cfg.jepa.lam)
     return out
 
 
 def step_norms(batches: list[dict], use_jepa: bool, cfg: LLMJepaConfig, reduce_sum: Callable | None = None,
                world: int = 1, device: torch.device | str = "cpu") -> tuple:
-    """(lm_norm, jepa_norm) of one optimizer step for `jepa_forward`: the labelled tokens and view pairs of
-    all its micro-batches on all ranks (`reduce_sum` sums over ranks), divided by the ranks because DDP
+    """(lm_norm, jepa_norm) of one optimizer step for `jepa_forward`: the labelled tokens and view pairs
+    (STP: span weights, `jepa_pairs`) of all its micro-batches on all ranks (`reduce_sum` sums over ranks), divided by the ranks because DDP
     averages gradients -> accumulation and processes give the big-batch gradient.
 
     paper_compat: (None, None), i.e. each micro-batch's own means, divided by NEITHER the accumulation
@@ -320,10 +342,11 @@ def step_norms(batches: list[dict], use_jepa: bool, cfg: LLMJepaConfig, reduce_s
     if cfg.jepa.paper_compat:
         return None, None
     local = torch.tensor([sum(int((b["labels"][:, 1:] != -100).sum()) for b in batches),
-                          sum(b["input_ids"].shape[0] for b in batches) if use_jepa else 0],
+                          sum(jepa_pairs(b) for b in batches) if use_jepa else 0],
                          device=device, dtype=torch.float64)
     total = (reduce_sum(local) if reduce_sum is not None and world > 1 else local) / world
-    return total[0].clamp(min=1).float(), total[1].clamp(min=1).float()
+    pairs_min = 1e-12 if cfg.jepa.objective is Objective.STP else 1  # STP span weights may sum below 1
+    return total[0].clamp(min=1).float(), total[1].clamp(min=pairs_min).float()
 
 
 class JepaModule(nn.Module):
@@ -334,19 +357,28 @@ class JepaModule(nn.Module):
     def __init__(self, lm: nn.Module, cfg: LLMJepaConfig) -> None:
         super().__init__()
         self.lm, self.cfg = lm, cfg
+        self.stp_predictor = None  # STP's linear predictor: trained with the LM, saved beside it
+        if cfg.jepa.objective is Objective.STP and cfg.stp.predictor and cfg.jepa.lam != 0.0:
+            base = lm.get_base_model() if hasattr(lm, "get_base_model") else lm
+            self.stp_predictor = make_predictor(base.config.hidden_size, cfg.train.seed)
 
     def forward(self, input_ids: torch.Tensor, position_ids: torch.Tensor, attention_mask: torch.Tensor,
                 labels: torch.Tensor, segment_ids: torch.Tensor | None = None,
                 text_index: torch.Tensor | None = None, code_index: torch.Tensor | None = None,
                 lm_norm: torch.Tensor | float | None = None, jepa_norm: torch.Tensor | float | None = None,
-                use_jepa: bool = True) -> dict[str, torch.Tensor]:
+                use_jepa: bool = True, content_spans: torch.Tensor | None = None,
+                stp_offsets: torch.Tensor | None = None, stp_weight: torch.Tensor | None = None
+                ) -> dict[str, torch.Tensor]:
         batch = {"input_ids": input_ids, "position_ids": position_ids, "attention_mask": attention_mask,
                  "labels": labels}
         if segment_ids is not None:
             batch["segment_ids"] = segment_ids
         if text_index is not None:
             batch.update(text_index=text_index, code_index=code_index)
-        return jepa_forward(self.lm, batch, self.cfg, lm_norm=lm_norm, jepa_norm=jepa_norm, use_jepa=use_jepa)
+        extra = {"content_spans": content_spans, "stp_offsets": stp_offsets, "stp_weight": stp_weight}
+        batch.update({k: v for k, v in extra.items() if v is not None})
+        return jepa_forward(self.lm, batch, self.cfg, lm_norm=lm_norm, jepa_norm=jepa_norm, use_jepa=use_jepa,
+                            predictor=self.stp_predictor)
 
     def activation_checkpointing_enable(self, activation_checkpointing_kwargs: dict | None = None, **kw) -> None:
         """What `Trainer(gradient_checkpointing=True)` calls: checkpoint the inner LM's layers."""

@@ -77,6 +77,20 @@ def paired_one_tailed(baseline: list[float], arm: list[float]) -> dict[str, floa
             "n_pairs": len(arm)}
 
 
+def paired_difference(baseline: list[float], arm: list[float], confidence: float = 0.95) -> dict[str, float]:
+    """Mean paired difference arm - baseline with its t confidence interval and two-sided p ("does the arm
+    match the baseline?": a CI that straddles 0 and how wide it is)."""
+    from scipy.stats import t as t_dist
+    from scipy.stats import ttest_rel
+
+    diff = np.asarray(arm, dtype=float) - np.asarray(baseline, dtype=float)
+    if len(diff) < 2:
+        raise ValueError(f"a paired difference needs >= 2 seeds, got {len(diff)}")
+    half = float(t_dist.ppf(0.5 + confidence / 2, len(diff) - 1) * diff.std(ddof=1) / np.sqrt(len(diff)))
+    return {"mean_diff": float(diff.mean()), "ci_low": float(diff.mean()) - half, "ci_high": float(diff.mean()) + half,
+            "p_two_sided": float(ttest_rel(arm, baseline).pvalue), "n_pairs": len(diff)}
+
+
 def compare(scores: dict[str, dict[int, float]], baseline: str) -> dict[str, Any]:
     """Per arm: seeds, values, mean, std, and (for non-baseline arms) the paired test vs baseline."""
     if baseline not in scores:

@@ -5,6 +5,7 @@ Data flow: trained `JepaModule` -> unwrap (DDP/FSDP) -> `final/` (full model, Lo
 `adapter/` (`lora.merge: false`: LoRA weights + the trained predictor-token rows only, no embedding
 matrix when the tokenizer fits the base checkpoint; `pipeline` and `AutoPeftModelForCausalLM` load it) -> the tokenizer with the predictor tokens, pad token and chat template is
 saved beside it, and `generation_config.eos_token_id` lists the end-of-turn token so generation stops.
+STP's linear predictor (when `stp.predictor`) is not part of the LM: it goes to `stp_predictor.pt` beside it.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from transformers import PreTrainedTokenizerBase
 from llm_jepa.config import LLMJepaConfig
 from llm_jepa.data import stop_token_ids
 from llm_jepa.modeling import embedding_rows
+from llm_jepa.stp import save_predictor
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +48,7 @@ def save_output(acc: Accelerator, module: nn.Module, tok: PreTrainedTokenizerBas
     state_dict = acc.get_state_dict(module)  # gathers FSDP shards; keys prefixed with "lm."
     if not acc.is_main_process:
         return None
-    state_dict = {k.removeprefix("lm."): v for k, v in state_dict.items()}
+    state_dict = {k.removeprefix("lm."): v for k, v in state_dict.items() if k.startswith("lm.")}
     adapter_only = cfg.lora.enabled and not cfg.lora.merge
     if cfg.lora.enabled and cfg.lora.merge:
         lm = lm.merge_and_unload()
@@ -65,6 +67,7 @@ def save_output(acc: Accelerator, module: nn.Module, tok: PreTrainedTokenizerBas
     else:
         lm.save_pretrained(tmp, state_dict=state_dict if not cfg.lora.enabled else None)
     tok.save_pretrained(tmp)
+    save_predictor(acc.unwrap_model(module).stp_predictor, tmp)  # STP's linear predictor, when trained
     if target.exists():
         shutil.rmtree(target)
     os.replace(tmp, target)

@@ -38,6 +38,7 @@ from llm_jepa.data import load_records
 from llm_jepa.losses import infonce_scope_warning
 from llm_jepa.modeling import JepaModule, apply_lora, load_model_and_tokenizer, step_norms
 from llm_jepa.output import save_output
+from llm_jepa.stp import add_step_spans
 
 log = logging.getLogger(__name__)
 
@@ -221,6 +222,7 @@ def _train_loop(cfg, acc, module, opt, sched, params, state, collate, encoded, s
         use_jepa = cfg.jepa.lam != 0.0 and draw >= cfg.jepa.dropout
         if not use_jepa and cfg.jepa.lam != 0.0:
             batches = [strip_views(b) for b in batches]  # a dropped step costs plain finetuning
+        batches = add_step_spans(batches, cfg.stp, cfg.train.seed, state.step, acc.process_index)  # STP only
         sums = run_step(module, batches, use_jepa, cfg, acc)
         grad_norm = acc.clip_grad_norm_(params, cfg.train.max_grad_norm) if cfg.train.max_grad_norm else None
         opt.step()

@@ -31,6 +31,7 @@ from llm_jepa.collator import JepaCollator, encode_records, strip_views
 from llm_jepa.config import LLMJepaConfig
 from llm_jepa.losses import infonce_scope_warning
 from llm_jepa.modeling import JepaModule, step_norms
+from llm_jepa.stp import add_step_spans, save_predictor
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +67,8 @@ class JepaTrainerMixin:
         use = self.cfg.jepa.lam != 0.0 and float(torch.rand((), generator=self._jepa_gen)) >= self.cfg.jepa.dropout
         if not use and self.cfg.jepa.lam != 0.0:
             batches = [strip_views(b) for b in batches]
+        batches = add_step_spans(batches, self.cfg.stp, self.args.seed, self.state.global_step,
+                                 self.args.process_index)  # STP only
         lm_norm, jepa_norm = step_norms(batches, use, self.cfg, lambda t: self.accelerator.reduce(t, reduction="sum"),
                                         self.accelerator.num_processes, device)
         self._window = (lm_norm, jepa_norm, use)
@@ -115,10 +118,11 @@ class JepaTrainerMixin:
         gather it) is used when given. JSON instead of transformers' pickled training_args.bin."""
         output_dir = output_dir or self.args.output_dir
         os.makedirs(output_dir, exist_ok=True)
-        lm = self.accelerator.unwrap_model(self.model).lm
-        if state_dict is not None:
-            state_dict = {k.removeprefix("lm."): v for k, v in state_dict.items()}
-        lm.save_pretrained(output_dir, state_dict=state_dict)
+        module = self.accelerator.unwrap_model(self.model)
+        if state_dict is not None:  # the LM's entries only; STP's predictor is saved on its own below
+            state_dict = {k.removeprefix("lm."): v for k, v in state_dict.items() if k.startswith("lm.")}
+        module.lm.save_pretrained(output_dir, state_dict=state_dict)
+        save_predictor(module.stp_predictor, output_dir)
         if self.processing_class is not None:
             self.processing_class.save_pretrained(output_dir)
         with open(os.path.join(output_dir, "training_args.json"), "w") as f:

@@ -9,7 +9,16 @@ import numpy as np
 import pytest
 from scipy import stats as sps
 
-from llm_jepa.multiseed import Arm, compare, main, markdown_table, mean_std, paired_one_tailed, run_multiseed
+from llm_jepa.multiseed import (
+    Arm,
+    compare,
+    main,
+    markdown_table,
+    mean_std,
+    paired_difference,
+    paired_one_tailed,
+    run_multiseed,
+)
 
 
 def test_mean_std_and_paired_test():
@@ -23,6 +32,19 @@ def test_mean_std_and_paired_test():
     assert paired_one_tailed(arm, base)["p_one_tailed"] > 0.95  # the other direction is not significant
     with pytest.raises(ValueError, match="same"):
         paired_one_tailed([0.1, 0.2], [0.3])
+
+
+def test_paired_difference_ci_by_hand():
+    base, arm = [0.50, 0.55, 0.60, 0.52, 0.58], [0.49, 0.57, 0.61, 0.50, 0.60]
+    d = np.subtract(arm, base)
+    half = sps.t.ppf(0.975, 4) * d.std(ddof=1) / math.sqrt(5)
+    res = paired_difference(base, arm)
+    assert res["mean_diff"] == pytest.approx(d.mean())
+    assert (res["ci_low"], res["ci_high"]) == pytest.approx((d.mean() - half, d.mean() + half))
+    assert res["p_two_sided"] == pytest.approx(2 * sps.t.sf(abs(d.mean() / (d.std(ddof=1) / math.sqrt(5))), 4))
+    assert res["ci_low"] < 0 < res["ci_high"] and res["p_two_sided"] > 0.5  # "matches": CI straddles 0
+    with pytest.raises(ValueError, match=">= 2 seeds"):
+        paired_difference([0.1], [0.2])
 
 
 def test_compare_pairs_by_seed_not_by_position():

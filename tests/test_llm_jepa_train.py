@@ -14,7 +14,7 @@ from accelerate import Accelerator
 from transformers import AutoModelForCausalLM, TrainingArguments, pipeline
 
 from llm_jepa.collator import JepaCollator
-from llm_jepa.config import Distance, LLMJepaConfig
+from llm_jepa.config import Distance, LLMJepaConfig, load_llm_jepa_config
 from llm_jepa.data import InvalidRecords, RecordError, load_records
 from llm_jepa.modeling import JepaModule, load_model_and_tokenizer
 from llm_jepa.train import run_step, train
@@ -68,9 +68,10 @@ def test_accumulation_4x4_equals_one_batch_of_16(distance, synth_records, tokeni
         module.zero_grad()
 
 
-def test_jepa_trainer_accumulation_matches_big_batch(tmp_path, synth_records, tokenizer_corpus):
-    cfg = LLMJepaConfig()
-    cfg.jepa.predictors = 1
+@pytest.mark.parametrize("overrides", [[], ["jepa.objective=stp", "stp.spans=2", "stp.length_weight=jaccard_like"]],
+                         ids=["views", "stp"])
+def test_jepa_trainer_accumulation_matches_big_batch(overrides, tmp_path, synth_records, tokenizer_corpus):
+    cfg = load_llm_jepa_config(None, ["jepa.predictors=1", *overrides])  # STP: spans keyed per row, so equal
     weights = []
     for bs, ga in ((16, 1), (4, 4)):
         model, tok = load_model_and_tokenizer(cfg, tokenizer_corpus)
@@ -82,7 +83,9 @@ def test_jepa_trainer_accumulation_matches_big_batch(tmp_path, synth_records, to
                               train_dataset=synth_records[:16])
         trainer.train()
         logged = trainer.state.log_history[0]  # every term is logged, and they add up to the loss
-        assert logged["loss"] == pytest.approx(logged["lm_loss"] + logged["jepa_loss"], rel=1e-3)
+        assert logged["jepa_loss"] > 0
+        assert logged["loss"] == pytest.approx(cfg.jepa.gamma * logged["lm_loss"] + cfg.jepa.lam * logged["jepa_loss"],
+                                               rel=1e-3)
         assert -1.0 <= logged["cos_sim"] <= 1.0
         weights.append(torch.cat([p.detach().flatten() for p in model.parameters()]))
     assert torch.allclose(weights[0], weights[1], atol=1e-6, rtol=1e-4)

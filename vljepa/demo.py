@@ -180,11 +180,13 @@ def write_report(res: dict, out: Path) -> None:
         x_encoder_line(res),
         "Training runs from its features, cached once. Y-encoder: packaged all-MiniLM-L6-v2, "
         f"learning-rate multiplier {res['setup']['y_lr_multiplier']} (0 = frozen, for CPU speed).", "",
-        f"## Held-out clips ({ev['n_clips']}; chance accuracy {ev['chance_accuracy']:.3f}, "
+        f"## Held-out clips ({ev['n_clips']}; chance accuracy {100 * ev['chance_accuracy']:.1f}%, "
         f"chance R@1 {100 / ev['n_clips']:.1f}%)", "",
-        "| seed | X-encoder | steps | zero-shot accuracy | t2v R@1 | R@5 | R@10 |", "|---|---|---|---|---|---|---|",
-        *[f"| {r['seed']} | {name} | {a['steps']} | {a['zero_shot_accuracy']:.3f} | {a['t2v']['R@1']:.1f}% | "
-          f"{a['t2v']['R@5']:.1f}% | {a['t2v']['R@10']:.1f}% |" for r in res["seeds"] for name, a in r["arms"].items()],
+        "| seed | X-encoder | steps | linear probe (action, frozen X-encoder) | zero-shot accuracy | t2v R@1 | R@5 "
+        "| R@10 |", "|---|---|---|---|---|---|---|---|",
+        *[f"| {r['seed']} | {name} | {a['steps']} | {100 * a['linear_probe']['action']:.1f}% | "
+          f"{100 * a['zero_shot_accuracy']:.1f}% | {a['t2v']['R@1']:.1f}% | {a['t2v']['R@5']:.1f}% | "
+          f"{a['t2v']['R@10']:.1f}% |" for r in res["seeds"] for name, a in r["arms"].items()],
         "", "Timings (s, all seeds): " + ", ".join(f"{k} {v:.0f}" for k, v in res["timings_s"].items()), "",
         *ds.report_lines(res["selective_decoding"]), "![losses](losses.png)", "",
     ]
@@ -311,7 +313,7 @@ def main(argv: list[str] | None = None) -> None:
     atomic_write_json(out / "demo_results.json", res)
     write_report(res, out)
     summary = ["VL-JEPA demo (synthetic digit clips, tiny model, CPU):"]
-    summary += [f"  seed {r['seed']} {name}: zero-shot accuracy {ev['zero_shot_accuracy']:.3f}, t2v R@1 "
+    summary += [f"  seed {r['seed']} {name}: zero-shot accuracy {100 * ev['zero_shot_accuracy']:.1f}%, t2v R@1 "
                 f"{ev['t2v']['R@1']:.1f}% R@5 {ev['t2v']['R@5']:.1f}% R@10 {ev['t2v']['R@10']:.1f}%"
                 for r in runs for name, ev in r["arms"].items()]
     summary += ds.summary_lines(sd)

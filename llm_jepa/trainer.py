@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import logging
 import os
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -31,7 +32,7 @@ from llm_jepa.collator import JepaCollator, encode_records, strip_views
 from llm_jepa.config import LLMJepaConfig
 from llm_jepa.losses import infonce_scope_warning
 from llm_jepa.modeling import JepaModule, step_norms
-from llm_jepa.stp import add_step_spans, save_predictor
+from llm_jepa.stp import PREDICTOR_FILE, add_step_spans, load_predictor, save_predictor
 
 log = logging.getLogger(__name__)
 
@@ -129,9 +130,14 @@ class JepaTrainerMixin:
             f.write(self.args.to_json_string())
 
     def _load_from_checkpoint(self, resume_from_checkpoint: str, model: nn.Module | None = None) -> None:
-        """Checkpoints hold the inner LM (what `_save` wrote): load into it, not into the JepaModule."""
+        """Checkpoints hold the inner LM (what `_save` wrote): load into it, not into the JepaModule; STP's
+        linear predictor, when there is one, comes back from its own file."""
         inner = self.accelerator.unwrap_model(model if model is not None else self.model)
         super()._load_from_checkpoint(resume_from_checkpoint, model=getattr(inner, "lm", inner))
+        predictor = getattr(inner, "stp_predictor", None)
+        if predictor is not None and (Path(resume_from_checkpoint) / PREDICTOR_FILE).is_file():
+            with torch.no_grad():
+                predictor.weight.copy_(load_predictor(resume_from_checkpoint).weight)
 
 
 class JepaTrainer(JepaTrainerMixin, Trainer):

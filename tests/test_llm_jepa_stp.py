@@ -247,6 +247,27 @@ def test_train_end_to_end_saves_predictor_and_resumes_exactly(tmp_path):
     assert torch.equal(load_predictor(tmp_path / "b" / "final").weight, pred.weight)
 
 
+def test_jepa_trainer_checkpoint_round_trips_the_predictor(tmp_path, synth_records, tokenizer_corpus):
+    """What JepaTrainer's `_save` writes, `_load_from_checkpoint` (resume) reads back: the LM and STP's predictor."""
+    from transformers import TrainingArguments
+
+    from llm_jepa.trainer import JepaTrainer
+
+    cfg = _stp_cfg("stp.predictor=true")
+    model, tok = load_model_and_tokenizer(cfg, tokenizer_corpus)
+    args = TrainingArguments(output_dir=str(tmp_path), report_to=[], use_cpu=True, disable_tqdm=True)
+    trainer = JepaTrainer(model=model, args=args, cfg=cfg, processing_class=tok, train_dataset=synth_records[:4])
+    module = trainer.model
+    saved = [p.detach().clone() for p in (module.stp_predictor.weight, *module.lm.parameters())]
+    trainer._save(str(tmp_path / "ckpt"))
+    with torch.no_grad():
+        for p in (module.stp_predictor.weight, *module.lm.parameters()):
+            p.add_(1.0)
+    trainer._load_from_checkpoint(str(tmp_path / "ckpt"))
+    for before, after in zip(saved, (module.stp_predictor.weight, *module.lm.parameters())):
+        assert torch.equal(before, after)
+
+
 def test_config_errors_name_the_problem():
     with pytest.raises(ValueError, match="STP is 1 - cos"):
         _stp_cfg("jepa.distance=l2")

@@ -152,7 +152,7 @@ def pretrain(cfg: PretrainConfig) -> dict:
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(cfg))
     step, clock = 0, {"wall_s": 0.0, "cpu_s": 0.0}
     if (out / "state.pt").is_file():
-        state = torch.load(out / "state.pt", weights_only=False)
+        state = torch.load(out / "state.pt", weights_only=True)  # tensors, ints and dicts only
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["opt"])
         sched.load_state_dict(state["sched"])

@@ -102,9 +102,10 @@ def _json_rows(path: Path, text: str) -> list[tuple[str, object]]:
     return rows
 
 
-def read_manifest_rows(path: str | Path) -> list[tuple[str, object]]:
+def read_manifest_rows(path: str | Path, columns: str = "path, target") -> list[tuple[str, object]]:
     """(`file:line`, row) of every row of a .jsonl (one JSON value a line) or .csv manifest; a
-    ManifestError for a missing, unreadable, malformed or empty file."""
+    ManifestError for a missing, unreadable, malformed or empty file (`columns`: what a row needs, for
+    the message)."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"manifest {path} does not exist")
@@ -123,7 +124,7 @@ def read_manifest_rows(path: str | Path) -> list[tuple[str, object]]:
     else:
         rows = _json_rows(path, text)
     if not rows:
-        raise ManifestError(f"manifest {path} has no rows; add one row per clip (columns path, target, ...)")
+        raise ManifestError(f"manifest {path} has no rows; add one row per clip (columns {columns}, ...)")
     return rows
 
 

@@ -96,7 +96,7 @@ def _label_of(row, where: str) -> str | int:
 def from_manifest(path: str | Path, class_names: list[str] | None = None) -> LabelledVideos:
     """CSV/JSONL with `path,label` columns -> LabelledVideos; integer labels need `class_names`."""
     path = Path(path)
-    rows = read_manifest_rows(path)
+    rows = read_manifest_rows(path, columns="path, label")
     raw = [str(_label_of(row, where)).strip() for where, row in rows]
     if all(re.fullmatch(r"-?[0-9]+", label) for label in raw):  # ASCII digits only: int("²") fails
         if class_names is None:

@@ -13,8 +13,7 @@ want a model whose states already carry meaning:
 
 from __future__ import annotations
 
-from importlib import resources
-from pathlib import Path
+from jepa_common.shipped import shipped_folder
 
 _FOLDERS = {"mini-llama": "mini_llama"}
 
@@ -25,11 +24,4 @@ def pretrained_names() -> list[str]:
 
 def pretrained_path(name: str) -> str | None:
     """Folder of the shipped model called `name`, or None when `name` is not a shipped model's name."""
-    folder = _FOLDERS.get(name)
-    if folder is None:
-        return None
-    path = Path(str(resources.files(__name__).joinpath(folder)))
-    if not (path / "config.json").is_file():
-        raise FileNotFoundError(f"the shipped model {name!r} is missing its files under {path}; reinstall the "
-                                "package (its safetensors/json files are package data)")
-    return str(path)
+    return shipped_folder(__name__, _FOLDERS, name)

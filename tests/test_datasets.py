@@ -122,3 +122,6 @@ def test_wheel_carries_the_data(tmp_path):
     for set_name in ROWS:
         assert f"llm_jepa/datasets/{set_name}.jsonl.gz" in names
     assert {"llm_jepa/datasets/LICENSE-NL-RX", "llm_jepa/datasets/__init__.py"} <= names
+    for folder, files in (("llm_jepa/pretrained/mini_llama", ("config.json", "model.safetensors", "tokenizer.json")),
+                          ("vljepa/pretrained/tiny_vjepa2", ("config.json", "model.safetensors", "pretraining.json"))):
+        assert {f"{folder}/{f}" for f in files} <= names, folder  # the shipped models are package data too

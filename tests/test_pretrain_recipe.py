@@ -80,3 +80,15 @@ def test_unknown_recipe_keys_are_errors():
         load_config(PretrainConfig, RECIPE, ["optim.ema_start=0.9"])
     with pytest.raises(ConfigError, match="num_blocks"):
         load_config(PretrainConfig, RECIPE, ["masks=[{blocks: 2}]"])
+
+
+def test_shipped_tiny_vjepa2_loads_by_name_with_its_record():
+    """The demo's default X-encoder ships in the package: loadable by short name, provenance inside."""
+    from vljepa.pretrained import pretrained_names, pretrained_path
+
+    assert pretrained_names() == ["tiny-vjepa2"] and pretrained_path("elsewhere") is None
+    encoder = load_x_encoder("tiny-vjepa2")
+    assert type(encoder).__name__ == "VJEPA2Model" and encoder.config.hidden_size == 64
+    record = pretraining_record(pretrained_path("tiny-vjepa2"))
+    assert record["steps"] == 1200 and 0 < record["train_s"] < 600  # the 10-minute CPU budget
+    assert record["monitors"][-1]["std"] > record["monitors"][0]["std"]  # not collapsed

@@ -47,6 +47,7 @@ from transformers import (
 
 from vljepa.configuration import Pooling, VLJepaConfig
 from vljepa.losses import text_ids, vljepa_loss
+from vljepa.pretrained import pretrained_path
 
 MAX_LOGIT_SCALE = 100.0  # CLIP's clamp on the learnable logit scale (temperature >= 0.01)
 # Full image-text checkpoints whose vision tower is the X-encoder.
@@ -54,7 +55,9 @@ VISION_TOWERS = {"siglip": SiglipVisionModel, "clip": CLIPVisionModel}
 
 
 def load_x_encoder(name_or_path: str, **kwargs) -> PreTrainedModel:
-    """V-JEPA 2 (video) or the vision tower of a SigLIP/CLIP checkpoint (images)."""
+    """V-JEPA 2 (video) or the vision tower of a SigLIP/CLIP checkpoint (images); a hub id, a folder, or
+    the short name of an X-encoder shipped in `vljepa.pretrained` (e.g. "tiny-vjepa2")."""
+    name_or_path = pretrained_path(name_or_path) or name_or_path
     model_type = AutoConfig.from_pretrained(name_or_path).model_type
     cls = VISION_TOWERS.get(model_type)
     return cls.from_pretrained(name_or_path, **kwargs) if cls else AutoModel.from_pretrained(name_or_path, **kwargs)

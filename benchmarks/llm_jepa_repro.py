@@ -324,15 +324,16 @@ def data_table(found: dict[str, dict[int, dict]], res: dict[str, Any]) -> str:
             vs_full = paired_difference([score["plain"][s] for s in seeds], [score[stp][s] for s in seeds])
             res.setdefault("data_efficiency", {}).setdefault(metric, {})[f"1/{f}"] = {**st, "stp_vs_full_plain": vs_full}
             t = st[stp]["vs_baseline"]
-            rows.append(f"| {metric} | 1/{f} | {_pct(st[plain])} | {_pct(st[stp])} | {100 * t['mean_diff']:+.1f} | "
-                        f"{t['p_one_tailed']:.3f} | {100 * vs_full['mean_diff']:+.1f} [{100 * vs_full['ci_low']:+.1f}, "
-                        f"{100 * vs_full['ci_high']:+.1f}] | {vs_full['p_two_sided']:.3f} |")
+            rows.append(f"| {metric} | 1/{f} | {_pct(st[plain])} | {_pct(st[stp])} | {t['mean_diff']:+.1f} | "
+                        f"{t['p_one_tailed']:.3f} | {vs_full['mean_diff']:+.1f} [{vs_full['ci_low']:+.1f}, "
+                        f"{vs_full['ci_high']:+.1f}] | {vs_full['p_two_sided']:.3f} |")
     return "### Data efficiency (STP vs plain on 1, 1/4, 1/16 of the training records; same steps)\n\n" + \
         "\n".join(rows) + "\n"
 
 
 def _pct(stat: dict) -> str:
-    return f"{100 * stat['mean']:.1f} ± {100 * stat['std']:.1f}"
+    """mean ± std of a `compare` entry (accuracies from `llm-jepa eval` are already percentages)."""
+    return f"{stat['mean']:.1f} ± {stat['std']:.1f}"
 
 
 def fraction_figure(found: dict[str, dict[int, dict]], path: Path) -> None:
@@ -348,16 +349,16 @@ def fraction_figure(found: dict[str, dict[int, dict]], path: Path) -> None:
         for k, name in enumerate(("plain", "stp")):
             xs, ms, ss = [], [], []
             for f in (16, 4, 1):
-                vals = [100 * v["metrics"][metric] for v in found.get(_frac_arms(f)[k], {}).values()]
+                vals = [v["metrics"][metric] for v in found.get(_frac_arms(f)[k], {}).values()]
                 if vals:
                     xs.append(1 / f * (1.04 if k else 0.96))
                     ms.append(np.mean(vals))
                     ss.append(np.std(vals, ddof=1) if len(vals) > 1 else 0.0)
             ax.errorbar(xs, ms, yerr=ss, marker="o", capsize=3, label=name)
-        full = [100 * v["metrics"][metric] for v in found.get("plain", {}).values()]
+        full = [v["metrics"][metric] for v in found.get("plain", {}).values()]
         if full:  # STP's claim: its 1/16 point reaches this line
             ax.axhline(np.mean(full), ls=":", color="gray", lw=1, label="plain, all data")
-        jepa = [100 * v["metrics"][metric] for v in found.get("jepa_lam1", {}).values()]
+        jepa = [v["metrics"][metric] for v in found.get("jepa_lam1", {}).values()]
         if jepa:
             ax.errorbar([1.08], [np.mean(jepa)], yerr=[np.std(jepa, ddof=1) if len(jepa) > 1 else 0], marker="s",
                         capsize=3, ls="none", label="LLM-JEPA (all data)")

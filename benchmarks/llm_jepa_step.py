@@ -87,11 +87,16 @@ def setup(args, device):
     from llm_jepa.modeling import load_model_and_tokenizer
 
     records = load_records(args.data, limit=args.batch * args.steps)
+    if len(records) < args.batch * args.steps:
+        raise SystemExit(f"{args.data} has {len(records)} records; --batch {args.batch} x --steps {args.steps} "
+                         "needs more (lower them or pass a larger --data)")
     cfgs = _configs(args)
     model, tok = load_model_and_tokenizer(cfgs["reference"], [m["content"] for r in records for m in r["messages"]])
     model.to(device).train()
-    collators = {v: JepaCollator(tok, cfgs[v if v != "tripled" else "reference"]) for v in VARIANTS}
-    encoded = {v: [c.encode(r) for r in records] for v, c in collators.items()}
+    collators = {v: JepaCollator(tok, cfgs[v]) for v in VARIANTS if v != "tripled"}
+    collators["tripled"] = collators["reference"]  # the same views, laid out the reference's way
+    encoded = {v: [c.encode(r) for r in records] for v, c in collators.items() if v != "tripled"}
+    encoded["tripled"] = encoded["reference"]
     return model, tok, cfgs, collators, encoded
 
 
@@ -158,6 +163,9 @@ def main() -> int:
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--skip-tripled", action="store_true", help="leave out the (slow) padded reference layout")
     args = p.parse_args()
+    if min(args.hidden, args.layers, args.vocab, args.batch, args.steps, args.threads) < 1 or args.repeats < 2:
+        p.error("--hidden, --layers, --vocab, --batch, --steps and --threads must be >= 1, --repeats >= 2 "
+                "(medians and quartiles of the timed repeats)")
     res = run(args)
     device = "cuda" if torch.cuda.is_available() else "cpu"
     print(f"{args.data}, {device}, hidden {args.hidden}, {args.layers} layers, batch {args.batch}, median of {args.repeats} "

@@ -30,6 +30,11 @@ def normalize_caption(text: str) -> str:
     return " ".join(_PUNCT.sub(" ", text.lower()).split())
 
 
+def _check_references(i: int, refs: Sequence[str]) -> None:
+    if isinstance(refs, str) or not refs:
+        raise ValueError(f"item {i}: references must be a non-empty list of strings, got {refs!r}")
+
+
 def cider_score(references: Sequence[Sequence[str]], candidates: Sequence[str]) -> tuple[float, list[float]]:
     """Corpus CIDEr-D of `candidates[i]` against `references[i]` (one or more strings each).
 
@@ -44,8 +49,7 @@ def cider_score(references: Sequence[Sequence[str]], candidates: Sequence[str]) 
         raise ValueError("CIDEr of a single item is always 0 (its IDF is log(1/1)); score the whole set at once")
     gts, res = {}, {}
     for i, (refs, cand) in enumerate(zip(references, candidates)):
-        if isinstance(refs, str) or not refs:
-            raise ValueError(f"item {i}: references must be a non-empty list of strings, got {refs!r}")
+        _check_references(i, refs)
         gts[i] = [normalize_caption(r) for r in refs]
         res[i] = [normalize_caption(cand)]
     mean, scores = Cider().compute_score(gts, res)
@@ -70,6 +74,8 @@ class CorpusCider:
     def __init__(self, references: Sequence[Sequence[str]], n: int = 4, sigma: float = 6.0):
         from pycocoevalcap.cider.cider_scorer import precook
 
+        for i, refs in enumerate(references):
+            _check_references(i, refs)
         self._precook, self.n, self.sigma = precook, n, sigma
         self.refs = [[precook(normalize_caption(r), n) for r in refs] for refs in references]
         self.vocab: dict[tuple, int] = {}

@@ -59,6 +59,14 @@ class VideoStream:
     truth: list[tuple[float, float, list[str]]]
     kind: str = "hard_cut"
 
+    def __post_init__(self) -> None:
+        times, embs = np.asarray(self.times), np.asarray(self.embeddings)
+        if times.ndim != 1 or embs.ndim != 2 or len(times) != len(embs) or not len(times):
+            raise ValueError(f"VideoStream needs times (T,) and embeddings (T, D) with T >= 1, got shapes "
+                             f"{times.shape} and {embs.shape}")
+        if not np.isfinite(embs).all():
+            raise ValueError("VideoStream embeddings contain NaN or inf (a diverged model or a broken input)")
+
     @property
     def duration(self) -> float:
         step = float(np.median(np.diff(self.times))) if len(self.times) > 1 else 0.0

@@ -126,10 +126,9 @@ class JepaCollator:
         """Token ids of the views of one record; RecordError if malformed or its packed row is too long."""
         validate_record(record)
         text, code = view_contents(record)
+        _, user, assistant = split_record(record)
         msgs = prompt_messages(record, self.tok)
-        assistant = record["messages"][-1]["content"].strip()
         content = msgs[-1]["content"]  # the user text (Gemma: the system text merged in front of it)
-        user = split_record(record)[1]
         prompt = encode_with_span(self.tok, msgs, len(msgs) - 1, content, add_generation_prompt=True,
                                   from_char=len(content) - len(user))  # .first: STP's user content start
         full_text = self.tok.apply_chat_template(msgs + [{"role": "assistant", "content": assistant}],

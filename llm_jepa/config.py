@@ -12,6 +12,7 @@ The loss is `gamma * L_LM + lam * d(Pred(Enc(Text)), Enc(Code))` (arXiv:2509.142
 from __future__ import annotations
 
 import enum
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -142,6 +143,11 @@ class LLMJepaConfig:
             raise ValueError(f"jepa.dropout={self.jepa.dropout}; it is a fraction of steps in [0, 1)")
         if self.train.grad_accum < 1 or self.train.batch_size < 1:
             raise ValueError("train.batch_size and train.grad_accum must be at least 1")
+        if not (math.isfinite(self.jepa.lam) and math.isfinite(self.jepa.gamma)):
+            raise ValueError(f"jepa.lam={self.jepa.lam}, jepa.gamma={self.jepa.gamma}; the loss weights must be finite")
+        if self.model.tiny_sliding_window is not None and self.model.tiny_sliding_window < 1:
+            raise ValueError(f"model.tiny_sliding_window={self.model.tiny_sliding_window}; use a window of at least "
+                             "1 token, or leave it unset")
         if self.jepa.objective is Objective.STP and self.jepa.distance is not Distance.COSINE:
             raise ValueError(f"jepa.distance={self.jepa.distance.value} is for the views objective; STP is "
                              "1 - cos by definition (use jepa.distance=cosine)")

@@ -29,7 +29,6 @@ NLRX_TRAIN = "synth_train"  # descriptions only
 NLRX_TEST = ("synth_test", "turk_test")
 NLRX_ALL = ("synth_train", "synth_test", "turk_train", "turk_test")
 MIN_LEAK_CHARS = 8
-_PREFIX = MIN_LEAK_CHARS
 
 
 @dataclass
@@ -47,10 +46,6 @@ class CorpusStats:
 def nlrx_regexes() -> set[str]:
     """Every NL-RX regex: the assistant turns of the synth and turk train and test splits."""
     return {split_record(r)[2] for name in NLRX_ALL for r in load_records(name)}
-
-
-def nlrx_test_descriptions() -> set[str]:
-    return {split_record(r)[1] for name in NLRX_TEST for r in load_records(name)}
 
 
 def find_leaks(texts: list[str], needles: set[str], min_chars: int = MIN_LEAK_CHARS) -> list[int]:
@@ -81,7 +76,8 @@ def _contains_any(text: str, ch: str, by_prefix: dict[str, list[str]], k: int) -
 
 
 def _nlrx_description_docs(stats: CorpusStats) -> list[list[dict]]:
-    test_desc, test_rx = nlrx_test_descriptions(), {split_record(r)[2] for n in NLRX_TEST for r in load_records(n)}
+    test = [split_record(r) for name in NLRX_TEST for r in load_records(name)]  # (system, user, regex)
+    test_desc, test_rx = {t[1] for t in test}, {t[2] for t in test}
     docs = []
     for rec in load_records(NLRX_TRAIN):
         system, user, regex = split_record(rec)

@@ -21,7 +21,7 @@ import torch
 from tqdm.auto import tqdm
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
-from llm_jepa.data import render_prompt, stop_token_ids  # noqa: F401  (re-exported)
+from llm_jepa.data import render_prompt, stop_token_ids
 from llm_jepa.modeling import embedding_rows
 
 # A reasoning template's (empty or not) thinking block before the answer: never part of the answer scored.
@@ -31,6 +31,7 @@ _THINK = re.compile(r"^\s*<think>.*?</think>\s*", re.S)
 def strip_thinking(text: str) -> str:
     """Drop a leading `<think>...</think>` block (Qwen3 and other reasoning templates)."""
     return _THINK.sub("", text)
+
 
 def is_adapter_dir(path: str | Path) -> bool:
     return (Path(path) / "adapter_config.json").is_file()

@@ -325,8 +325,8 @@ def jepa_forward(model: nn.Module, batch: dict[str, torch.Tensor], cfg: LLMJepaC
         zero = hidden.new_zeros((), dtype=torch.float32)
         out.update(jepa_loss=zero, cos_sim=zero, jepa_sum=zero, n_pairs=torch.zeros((), dtype=torch.long))
     lm_norm = n_tok if lm_norm is None else lm_norm
-    if jepa_norm is None:  # STP weights may sum below 1
-        jepa_norm = out["n_pairs"].clamp(min=1e-12 if cfg.jepa.objective is Objective.STP else 1)
+    if jepa_norm is None:
+        jepa_norm = out["n_pairs"].clamp(min=_min_pairs(cfg))
     out["loss"] = combine(out["lm_sum"], lm_norm, jepa_sum, jepa_norm, cfg.jepa.gamma, cfg.jepa.lam)
     return out
 
@@ -345,8 +345,12 @@ def step_norms(batches: list[dict], use_jepa: bool, cfg: LLMJepaConfig, reduce_s
                           sum(jepa_pairs(b) for b in batches) if use_jepa else 0],
                          device=device, dtype=torch.float64)
     total = (reduce_sum(local) if reduce_sum is not None and world > 1 else local) / world
-    pairs_min = 1e-12 if cfg.jepa.objective is Objective.STP else 1  # STP span weights may sum below 1
-    return total[0].clamp(min=1).float(), total[1].clamp(min=pairs_min).float()
+    return total[0].clamp(min=1).float(), total[1].clamp(min=_min_pairs(cfg)).float()
+
+
+def _min_pairs(cfg: LLMJepaConfig) -> float:
+    """Floor of the JEPA normaliser: one view pair, or (STP, whose span weights may sum below 1) ~0."""
+    return 1e-12 if cfg.jepa.objective is Objective.STP else 1
 
 
 class JepaModule(nn.Module):
@@ -359,8 +363,7 @@ class JepaModule(nn.Module):
         self.lm, self.cfg = lm, cfg
         self.stp_predictor = None  # STP's linear predictor: trained with the LM, saved beside it
         if cfg.jepa.objective is Objective.STP and cfg.stp.predictor and cfg.jepa.lam != 0.0:
-            base = lm.get_base_model() if hasattr(lm, "get_base_model") else lm
-            self.stp_predictor = make_predictor(base.config.hidden_size, cfg.train.seed)
+            self.stp_predictor = make_predictor(unwrap_lm(lm).config.hidden_size, cfg.train.seed)
 
     def forward(self, input_ids: torch.Tensor, position_ids: torch.Tensor, attention_mask: torch.Tensor,
                 labels: torch.Tensor, segment_ids: torch.Tensor | None = None,

@@ -31,7 +31,7 @@ from jepa_common.config import load_config, save_config
 from jepa_common.io import atomic_write, atomic_write_json, atomic_write_text, run_metadata
 from jepa_common.tiny import tiny_causal_lm, tiny_tokenizer
 from llm_jepa.corpus import build_corpus
-from llm_jepa.data import TEMPLATE_KWARGS
+from llm_jepa.data import TEMPLATE_KWARGS, stop_token_ids
 
 PAD_TOKEN = "<|finetune_right_pad_id|>"  # the name Llama-3.x reserves for padding
 
@@ -64,6 +64,17 @@ class PretrainConfig:
     threads: int = 1
     budget_s: float | None = None  # stop early (and still save) after this much training wall time
 
+    def __post_init__(self) -> None:
+        small = {k: getattr(self, k) for k in ("batch_size", "save_every", "eval_every", "eval_quick_blocks",
+                                                "threads") if getattr(self, k) < 1}
+        if small or self.block < 2 or self.warmup_steps < 0 or self.max_steps < 0:
+            bad = {**small, "block": self.block, "warmup_steps": self.warmup_steps, "max_steps": self.max_steps}
+            raise ValueError(f"{bad}: batch_size, the intervals and threads must be >= 1, block >= 2, "
+                             "warmup_steps and max_steps >= 0")
+        floats = {k: getattr(self, k) for k in ("lr", "min_lr_ratio", "weight_decay", "max_grad_norm")}
+        if not all(math.isfinite(v) for v in floats.values()) or self.lr <= 0:
+            raise ValueError(f"{floats}: these must be finite numbers and lr > 0")
+
 
 def lr_lambda(cfg: PretrainConfig):
     def f(step: int) -> float:
@@ -91,17 +102,16 @@ def to_blocks(tok, docs: list[list[dict]], block: int) -> torch.Tensor:
 
 
 @torch.no_grad()
-def heldout_loss(model, blocks: torch.Tensor, batch_size: int, dtype: torch.dtype = torch.float32) -> float:
+def heldout_loss(model, blocks: torch.Tensor, batch_size: int) -> float:
     """Mean next-token cross-entropy (nats per token) over the held-out blocks."""
     was_training = model.training
     model.eval()
     total, count = 0.0, 0
-    with torch.autocast("cpu", dtype=dtype, enabled=dtype != torch.float32):
-        for i in range(0, len(blocks), batch_size):
-            x = blocks[i:i + batch_size]  # (b, block)
-            loss = model(input_ids=x, labels=x).loss  # mean over b * (block - 1) targets
-            total += float(loss) * x.shape[0] * (x.shape[1] - 1)
-            count += x.shape[0] * (x.shape[1] - 1)
+    for i in range(0, len(blocks), batch_size):
+        x = blocks[i:i + batch_size]  # (b, block)
+        loss = model(input_ids=x, labels=x).loss  # mean over b * (block - 1) targets
+        total += float(loss) * x.shape[0] * (x.shape[1] - 1)
+        count += x.shape[0] * (x.shape[1] - 1)
     model.train(was_training)
     return total / count
 
@@ -133,6 +143,9 @@ def _setup(cfg: PretrainConfig, out: Path):
         tok = build_tokenizer(cfg, train_docs)
         tok.save_pretrained(tok_dir)
     train_blocks, held_blocks = to_blocks(tok, train_docs, cfg.block), to_blocks(tok, held_docs, cfg.block)
+    if len(train_blocks) < cfg.batch_size:
+        raise ValueError(f"{len(train_blocks)} training blocks of {cfg.block} tokens < batch_size={cfg.batch_size}; "
+                         "lower batch_size or block, or raise max_documents")
     model = tiny_causal_lm("llama", tok, hidden_size=cfg.hidden_size, num_layers=cfg.layers, num_heads=cfg.heads,
                            num_kv_heads=cfg.kv_heads, intermediate_size=cfg.intermediate_size, seed=cfg.seed)
     return tok, model, train_blocks, held_blocks, stats
@@ -205,7 +218,7 @@ def _finish(cfg, out, tok, model, held_blocks, stats, step, clock, train_tokens:
     final, tmp = out / "final", out / ".tmp-final"
     if tmp.exists():
         shutil.rmtree(tmp)
-    model.generation_config.eos_token_id = sorted({tok.eos_token_id, tok.convert_tokens_to_ids("<|eot_id|>")})
+    model.generation_config.eos_token_id = stop_token_ids(tok)
     model.generation_config.pad_token_id = tok.pad_token_id
     model.save_pretrained(tmp)
     tok.save_pretrained(tmp)

@@ -31,7 +31,7 @@ from trl import SFTConfig, SFTTrainer
 
 from llm_jepa.collator import JepaCollator, predictor_token_names
 from llm_jepa.config import LLMJepaConfig
-from llm_jepa.modeling import JepaModule, add_predictor_tokens, ensure_pad_token, unwrap_lm
+from llm_jepa.modeling import JepaModule, add_predictor_tokens, ensure_pad_token
 from llm_jepa.trainer import JepaTrainerMixin
 
 
@@ -58,7 +58,6 @@ class JepaSFTTrainer(JepaTrainerMixin, SFTTrainer):
         tok = processing_class or AutoTokenizer.from_pretrained(model.name_or_path)
         ensure_pad_token(model, tok, reference=jepa.jepa.paper_compat)
         add_predictor_tokens(model, tok, jepa.jepa.predictors, distinct=not jepa.jepa.paper_compat, seed=args.seed)
-        model._jepa_base_rows = unwrap_lm(model).get_input_embeddings().weight.shape[0]
         args.remove_unused_columns = False  # records are not model-forward columns
         args.dataset_kwargs = {**(args.dataset_kwargs or {}), "skip_prepare_dataset": True}
         self._jepa_setup(jepa, args)

@@ -36,7 +36,7 @@ from llm_jepa.collator import JepaCollator, encode_records, strip_views
 from llm_jepa.config import LLMJepaConfig, MixedPrecision
 from llm_jepa.data import load_records
 from llm_jepa.losses import infonce_scope_warning
-from llm_jepa.modeling import JepaModule, apply_lora, load_model_and_tokenizer, step_norms
+from llm_jepa.modeling import JepaModule, apply_lora, embedding_rows, load_model_and_tokenizer, step_norms
 from llm_jepa.output import save_output
 from llm_jepa.stp import add_step_spans
 
@@ -151,7 +151,7 @@ def _save_tiny_base(model, tok, folder: Path, acc: Accelerator) -> None:
         tok.save_pretrained(folder)
     acc.wait_for_everyone()
     model.config._name_or_path = model.name_or_path = str(folder.resolve())  # peft: base_model_name_or_path
-    model._jepa_base_rows = model.get_input_embeddings().weight.shape[0]
+    model._jepa_base_rows = embedding_rows(model)
 
 
 def _setup(cfg: LLMJepaConfig, acc: Accelerator):

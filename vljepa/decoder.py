@@ -80,6 +80,8 @@ class YDecoder(nn.Module):
         return cls(lm, tok, embed_dim, prefix_tokens)
 
     def _prefix(self, embeddings: torch.Tensor) -> torch.Tensor:
+        if embeddings.ndim != 2 or embeddings.shape[1] != self.embed_dim:
+            raise ValueError(f"the Y-decoder takes embeddings (B, {self.embed_dim}), got shape {tuple(embeddings.shape)}")
         z = F.normalize(embeddings.to(self.prefix.weight.dtype), dim=-1)  # (B, D)
         return self.prefix(z).view(len(z), self.prefix_tokens, self.hidden)  # (B, p, H)
 
@@ -110,6 +112,7 @@ class YDecoder(nn.Module):
         was_training = self.training
         self.eval()
         embeddings = torch.as_tensor(embeddings, device=self.prefix.weight.device)
+        _check_finite(embeddings)
         prefix = self._prefix(embeddings)  # (B, p, H)
         attn = torch.ones(prefix.shape[:2], dtype=torch.long, device=prefix.device)
         sampling = {"temperature": temperature, "top_p": top_p} if do_sample else {}
@@ -125,8 +128,11 @@ def train_decoder(decoder: YDecoder, embeddings: torch.Tensor, texts: Sequence[s
     """AdamW on (embedding, text) pairs for `cfg.steps` minibatches; returns the loss per step."""
     if len(embeddings) != len(texts):
         raise ValueError(f"{len(embeddings)} embeddings but {len(texts)} texts; pass one text per embedding")
+    if not len(texts):
+        raise ValueError("train_decoder needs at least one (embedding, text) pair")
     gen = torch.Generator().manual_seed(cfg.seed)
     embeddings = embeddings.detach().float()  # (N, D)
+    _check_finite(embeddings)
     opt = torch.optim.AdamW(decoder.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     warm = max(1, cfg.steps // 10)  # linear warm-up, then linear decay to 10%
     sched = torch.optim.lr_scheduler.LambdaLR(
@@ -149,6 +155,11 @@ def train_decoder(decoder: YDecoder, embeddings: torch.Tensor, texts: Sequence[s
         losses.append(float(loss.detach()))
     decoder.eval()
     return losses
+
+
+def _check_finite(embeddings: torch.Tensor) -> None:
+    if not torch.isfinite(embeddings).all():
+        raise ValueError("embeddings contain NaN or inf (a diverged model or a broken input); the Y-decoder needs finite ones")
 
 
 def _mix(z: torch.Tensor, cfg: DecoderTrainConfig, gen: torch.Generator) -> torch.Tensor:

@@ -84,7 +84,14 @@ def _load_model(path: str, device: str):
     from vljepa.modeling import VLJepaModel
 
     target = ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
-    return VLJepaModel.from_pretrained(path).eval().to(target)
+    try:
+        model = VLJepaModel.from_pretrained(path)
+    except OSError as e:  # a mistyped folder otherwise ends in the hub's "Repo id must be in the form ..."
+        if Path(path).exists():
+            raise
+        raise FileNotFoundError(f"model={path!r} is not a saved VL-JEPA directory (nor a loadable hub id: "
+                                f"{' '.join(str(e).split())[:160]})") from e
+    return model.eval().to(target)
 
 
 def _num_frames(model, cfg: EvalData) -> int:

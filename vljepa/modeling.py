@@ -47,7 +47,7 @@ from transformers import (
 
 from vljepa.configuration import Pooling, VLJepaConfig
 from vljepa.losses import text_ids, vljepa_loss
-from vljepa.pretrained import pretrained_path
+from vljepa.pretrained import pretrained_names, pretrained_path
 
 MAX_LOGIT_SCALE = 100.0  # CLIP's clamp on the learnable logit scale (temperature >= 0.01)
 # Full image-text checkpoints whose vision tower is the X-encoder.
@@ -57,10 +57,17 @@ VISION_TOWERS = {"siglip": SiglipVisionModel, "clip": CLIPVisionModel}
 def load_x_encoder(name_or_path: str, **kwargs) -> PreTrainedModel:
     """V-JEPA 2 (video) or the vision tower of a SigLIP/CLIP checkpoint (images); a hub id, a folder, or
     the short name of an X-encoder shipped in `vljepa.pretrained` (e.g. "tiny-vjepa2")."""
-    name_or_path = pretrained_path(name_or_path) or name_or_path
-    model_type = AutoConfig.from_pretrained(name_or_path).model_type
+    if not str(name_or_path or "").strip():
+        raise ValueError(f"no X-encoder given: pass a hub id, a model folder or a shipped name {pretrained_names()}")
+    source = pretrained_path(name_or_path) or name_or_path
+    try:
+        model_type = AutoConfig.from_pretrained(source).model_type
+    except OSError as e:  # the hub's message alone ("couldn't connect", "Repo id must ...") hides the options
+        raise OSError(f"cannot load the X-encoder {name_or_path!r}: not a model folder with a config.json, not a "
+                      f"shipped name {pretrained_names()}, and not loadable from the Hugging Face hub "
+                      f"({' '.join(str(e).split())[:200]})") from e
     cls = VISION_TOWERS.get(model_type)
-    return cls.from_pretrained(name_or_path, **kwargs) if cls else AutoModel.from_pretrained(name_or_path, **kwargs)
+    return cls.from_pretrained(source, **kwargs) if cls else AutoModel.from_pretrained(source, **kwargs)
 
 
 def drop_unused_parts(y_encoder: nn.Module) -> None:

@@ -43,7 +43,7 @@ import torch.nn.functional as F
 from torch import nn
 from transformers import VJEPA2Model
 
-from jepa_common.config import load_config, save_config, to_dict
+from jepa_common.config import ConfigError, config_help, load_config, save_config, to_dict
 from jepa_common.io import atomic_write_json, run_metadata
 from vljepa.masking import MaskBatch, MaskSpec, multiblock_masks, paper_mask_specs
 from vljepa.pretrain_data import PretrainDataConfig, pretrain_clips
@@ -81,6 +81,10 @@ class PretrainOptim:
     betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
     clip_grad: float = 10.0  # 0 = off
     ema: list[float] = field(default_factory=lambda: [0.998, 1.0])  # V-JEPA 2: [0.99925, 0.99925]
+
+    def __post_init__(self) -> None:
+        if self.batch_size < 1:  # would fail deep in the masking with "max() arg is an empty sequence"
+            raise ValueError(f"batch_size={self.batch_size}: need at least one clip per step")
 
 
 class RegFeatures(str, enum.Enum):
@@ -344,10 +348,11 @@ def pretrain(cfg: PretrainConfig) -> dict:
     summary = {"encoder_dir": str(out / ENCODER_DIR), "steps": len(history), "n_clips": len(clips),
                "data_s": data_s, "train_s": train_s, "train_cpu_s": train_cpu_s, "first": monitors[0],
                "last": monitors[-1], "final_loss": history[-1]["loss"] if history else None}
-    atomic_write_json(out / "result.json", {**summary, **run_metadata()})
+    meta = run_metadata()  # git subprocesses + package versions: gather once for both files
+    atomic_write_json(out / "result.json", {**summary, **meta})
+    thinned = history[::10] + ([history[-1]] if history and (len(history) - 1) % 10 else [])  # last row once
     atomic_write_json(out / ENCODER_DIR / RECORD_FILE, {  # provenance that travels with the checkpoint
-        "summary": summary, "config": to_dict(cfg), "history": history[::10] + history[-1:], "monitors": monitors,
-        **run_metadata()})
+        "summary": summary, "config": to_dict(cfg), "history": thinned, "monitors": monitors, **meta})
     plot_curves(history, monitors, out / "curves.png")
     return summary
 
@@ -363,12 +368,17 @@ def pretraining_record(encoder_dir: str | Path) -> dict:
 
 
 def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(prog="vljepa pretrain", description="V-JEPA self-supervised X-encoder pretraining.")
+    p = argparse.ArgumentParser(prog="vljepa pretrain", description="V-JEPA self-supervised X-encoder pretraining.",
+                                epilog=config_help(PretrainConfig), formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--config", required=True, help="YAML recipe, e.g. recipes/vljepa/pretrain_tiny_cpu.yaml")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a recipe field, e.g. --set optim.max_steps=100 (repeatable)")
     args = p.parse_args(argv)
-    summary = pretrain(load_config(PretrainConfig, args.config, args.overrides))
+    try:
+        cfg = load_config(PretrainConfig, args.config, args.overrides)
+    except ConfigError as e:  # a one-line usage error (exit 2), as `vljepa train` gives
+        p.error(str(e))
+    summary = pretrain(cfg)
     print(json.dumps({k: summary[k] for k in ("encoder_dir", "steps", "train_s", "first", "last")}))
 
 

@@ -152,10 +152,11 @@ class Monitor:
         self.cfg = cfg
         train = make_clip_dataset(cfg.train_clips, n_frames=num_frames, size=size, seed=cfg.seed)
         test = make_clip_dataset(cfg.test_clips, n_frames=num_frames, size=size, seed=cfg.seed + 1)
-        self.pixels = torch.stack([transform(c["frames"]) for c in train + test])  # (N, T, 3, s, s)
+        clips = train + test  # raw frames are dropped after preprocessing; only labels are kept
+        self.pixels = torch.stack([transform(c["frames"]) for c in clips])  # (N, T, 3, s, s)
         self.n_train = len(train)
-        self.clips = train + test
-        self.labels = {name: probe_labels(self.clips, name) for name in cfg.labels}
+        self.labels = {name: probe_labels(clips, name) for name in cfg.labels}
+        self.attentive_labels = {name: probe_labels(clips, name) for name in cfg.attentive_labels}
 
     def __call__(self, encoder: VJEPA2Model) -> dict[str, float]:
         tokens = encoder_tokens(encoder, self.pixels)  # (N, K, D)
@@ -167,8 +168,7 @@ class Monitor:
         k = self.n_train
         for name, y in self.labels.items():
             row[f"probe_{name}"] = ridge_probe(probe_x[:k], y[:k], probe_x[k:], y[k:], self.cfg.ridge)
-        for name in self.cfg.attentive_labels:
-            y = probe_labels(self.clips, name)
+        for name, y in self.attentive_labels.items():
             row[f"attentive_{name}"] = attentive_probe(tokens[:k], y[:k], tokens[k:], y[k:], self.cfg.attentive_steps)
         return row
 

@@ -93,6 +93,8 @@ def _as_arrays(times: Iterable[float], embeddings: np.ndarray) -> tuple[np.ndarr
         raise ValueError(f"need times (T,) and embeddings (T, D); got {times.shape} and {embs.shape}")
     if len(times) > 1 and np.any(np.diff(times) <= 0):
         raise ValueError("times must be strictly increasing (one embedding per stream step)")
+    if not np.isfinite(embs).all():
+        raise ValueError("embeddings contain NaN or inf (a diverged model or a broken input); need finite ones")
     return times, embs
 
 
@@ -173,6 +175,8 @@ def segment_offline(times: Iterable[float], embeddings: np.ndarray, budget: Deco
     times, embs, n = _budgeted(times, embeddings, budget)
     if n == 0:
         return []
+    if tree is not None and tree.n != len(embs):
+        raise ValueError(f"tree was built on a stream of {tree.n} steps, not this one of {len(embs)}")
     tree, half = tree or WardTree(embs), _step(times) / 2
     return [represent(times, embs, lo, hi, rep, float(times[-1]), half) for lo, hi in tree.segments(n)]
 
@@ -280,8 +284,11 @@ class OnlineTrigger:
         return max(1.0 - float(a @ b) for (_, a), (_, b) in zip(steps, steps[1:]))  # unit vectors
 
     def update(self, t: float, embedding: np.ndarray) -> DecodePoint | None:
+        raw = np.asarray(embedding, dtype=np.float64)  # (D,)
+        if not np.isfinite(raw).all():
+            raise ValueError(f"non-finite embedding (NaN or inf) at t={t}: a diverged model or a broken input")
         self._t0 = t if self._t0 is None else self._t0
-        self._raw.append(_unit(np.asarray(embedding, dtype=np.float64)))  # (D,)
+        self._raw.append(_unit(raw))
         s = _unit(np.mean(self._raw, axis=0))
         self._recent.append((t, s))
         if self._pending_since is None and self._detects(s):

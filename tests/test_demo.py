@@ -24,7 +24,7 @@ TINY = ["--steps", "12", "--x-encoder", "pretrained", "--compare-steps", "6", "-
                        "monitor.attentive_steps=20", "run.progress=false") for a in ("--pretrain-set", kv)],
         "--batch-size", "16", "--train-clips", "48", "--test-clips", "20", "--decoder-steps", "10",
         "--long-videos", "2", "--calib-videos", "1", "--decoder-videos", "1", "--events", "4", "--embed-dim", "32",
-        "--seeds", "2", "--kinds", "hard_cut,gradual", "--bootstrap", "20"]
+        "--seeds", "2", "--kinds", "hard_cut,gradual", "--bootstrap", "20", "--train-long-videos", "1"]
 
 
 def _finite(x) -> bool:
@@ -54,7 +54,8 @@ def test_demo_end_to_end(tmp_path):
     assert set(sd["headline"]) == {"offline/mean", "online"} and sd["protocol"]["seeds"] == [0, 1]
     for entry in sd["headline"].values():  # mean over seeds, its CI, and every seed's value
         assert _finite(entry["value"]) and len(entry["per_seed"]) == 2 and entry["ci"][0] <= entry["ci"][1]
-    assert set(sd["pooled"]) == set(sd["across_seeds"]) == {"hard_cut", "gradual"}
+    assert set(sd["pooled"]) == set(sd["across_seeds"]) == set(sd["oracle_across_seeds"]) == {"hard_cut", "gradual"}
+    assert all(_finite(v["value"]) and len(v["per_seed"]) == 2 for v in sd["oracle_headline"].values())
     for summary in sd["pooled"].values():
         assert set(summary["curves"]) == {"uniform/mean", "uniform/midpoint", "offline/mean", "offline/midpoint",
                                           "online"}
@@ -69,6 +70,7 @@ def test_demo_end_to_end(tmp_path):
         assert (out / fig).stat().st_size > 1000, fig
     report = (out / "report.md").read_text()
     assert "random_x_encoder" in report and "pretrained_x_encoder" in report
+    assert "Oracle on the same test videos" in report and "oracle on the same videos" in (out / "summary.txt").read_text()
     assert "Decoder quality alone" in report and "latency" in report and "per hour" in report
     # the demo model's frozen X-encoder weights were saved with it (no hub source for a tiny one)
     assert (out / "pretrained_x" / "run" / "model" / "config.json").is_file()

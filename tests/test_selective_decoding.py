@@ -25,7 +25,17 @@ from eval.selective_decoding import (
 )
 from eval.selective_report import plot_analyses
 from vljepa.segment import DecodePoint
-from vljepa.selective_eval import BASELINE, SELECTIVE, SweepConfig, decoder_quality, measure, settings
+from vljepa.selective_eval import (
+    BASELINE,
+    SELECTIVE,
+    OracleConfig,
+    SweepConfig,
+    decoder_quality,
+    measure,
+    nearest_caption_decoder,
+    oracle_stream,
+    settings,
+)
 
 BANK = ["a red 3 moves left", "a blue 7 grows", "a green 1 fades out", "a white 5 spins around",
         "a yellow 2 moves up", "a purple 9 shrinks"]
@@ -268,3 +278,22 @@ def test_a_curve_whose_settings_share_one_rate_still_gets_a_fit():
     with pytest.raises(ValueError, match="share no setting"):
         concat_curves([one, Curve(one.label, np.array([123.0]), np.ones(1), 1.0, one.captions[:1], one.texts,
                                   one.latency_s[:1])])
+
+
+@pytest.mark.parametrize("kind", ["hard_cut", "gradual"])
+def test_oracle_stream_is_the_true_caption_inside_events_and_a_blend_across_fades(kind):
+    truth = [(0.0, 6.0, "a red 3 moves left"), (6.0, 10.0, "a blue 7 grows"), (10.0, 15.0, "a green 1 appears")]
+    bank = [c for _, _, c in truth] + ["a white 0 shrinks"]
+    emb = np.eye(4, 8)  # orthonormal caption embeddings
+    stream = oracle_stream(truth, dict(zip(bank, emb)), kind, np.random.default_rng(0), OracleConfig())
+    assert np.allclose(np.diff(stream.times), 0.5) and stream.times[0] == 1.0  # 2-s windows every 0.5 s
+    decode = nearest_caption_decoder(bank, emb)
+    for t, e, caption in zip(stream.times, stream.embeddings, decode(stream.embeddings)):
+        event = next(i for i, (s, end, _) in enumerate(truth) if s <= t < end)
+        if all(t - 1 >= s or t + 1 <= s for s, _, _ in truth[1:]) and (kind == "hard_cut" or
+                                                                         all(abs(t - s) >= 2 for s, _, _ in truth[1:])):
+            assert np.allclose(e, emb[event]) and caption == truth[event][2]  # wholly inside: the caption itself
+    at_fade = stream.embeddings[int(np.argmin(np.abs(stream.times - 6.0)))]  # centred on the first boundary
+    assert at_fade[0] > 0.3 and at_fade[1] > 0.3 and np.isclose(np.linalg.norm(at_fade), 1)
+    noisy = oracle_stream(truth, dict(zip(bank, emb)), kind, np.random.default_rng(0), OracleConfig(noise=0.5))
+    assert 0.2 < np.linalg.norm(noisy.embeddings - stream.embeddings, axis=1).mean() < 0.8

@@ -18,6 +18,7 @@ from vljepa.synthetic import (
     class_names,
     make_clip_dataset,
     make_long_video,
+    make_window_dataset,
     reference_captions,
     render_event,
     write_video,
@@ -169,3 +170,21 @@ def test_all_captions_cover_the_synthetic_world():
     assert len(captions) == len(set(captions)) == 10 * 8 * (9 + 7)
     _, truth = make_long_video(seed=7, n_events=20, fps=4, size=32)
     assert {c for _, _, c in truth} <= set(captions)
+
+
+def test_window_dataset_cuts_stream_windows_labelled_with_their_dominant_event():
+    items = make_window_dataset(2, n_frames=8, size=32, seed=7, n_events=5)
+    assert items == [] or items[0]["frames"].dtype == torch.uint8
+    assert all(it["frames"].shape == (8, 3, 32, 32) for it in items)
+    frames, truth = make_long_video(7000, 5, fps=4, size=32, kind=StreamKind.HARD_CUT)  # video 0: seed * 1000 + 0
+    first = [it for it in items[: int(truth[-1][1]) - 1]]  # windows end every 1 s from 2 s on
+    for k, it in enumerate(first):
+        end = 2.0 + k  # the window [end - 2, end): its frames are frames[4 * (end - 2): 4 * end]
+        assert torch.equal(it["frames"], frames[int(4 * (end - 2)):int(4 * end)])
+        overlap = [max(0.0, min(end, e) - max(end - 2, s)) for s, e, _ in truth]
+        assert it["caption"] == truth[int(np.argmax(overlap))][2]
+        assert it["label_name"] in ACTIONS and it["captions"][0] == it["caption"]
+    again = make_window_dataset(2, n_frames=8, size=32, seed=7, n_events=5)
+    assert all(torch.equal(a["frames"], b["frames"]) and a["query"] == b["query"] for a, b in zip(items, again))
+    with pytest.raises(ValueError, match="stride_s"):
+        make_window_dataset(1, stride_s=0)

@@ -162,12 +162,14 @@ def load_hf_records(name: str, split: str, path_column: str, target_column: str,
     return [_record_from_row(fields(row), f"{name}[{split}] row {i}", Path(".")) for i, row in enumerate(ds)]
 
 
-def synthetic_records(n: int, num_frames: int = 8, size: int = 32, seed: int = 0) -> list[Record]:
-    """In-memory records of synthetic digit clips (target = canonical caption, query = its question)."""
-    from vljepa.synthetic import make_clip_dataset
+def synthetic_records(n: int, num_frames: int = 8, size: int = 32, seed: int = 0, long_videos: int = 0) -> list[Record]:
+    """In-memory records of `n` synthetic digit clips, then the sliding windows of `long_videos` long
+    synthetic videos (target = canonical caption of the clip / the window's dominant event, query = its question)."""
+    from vljepa.synthetic import make_clip_dataset, make_window_dataset
 
-    return [Record(target=c["caption"], query=c["query"], frames=c["frames"])
-            for c in make_clip_dataset(n, n_frames=num_frames, size=size, seed=seed)]
+    items = make_clip_dataset(n, n_frames=num_frames, size=size, seed=seed) if n else []
+    items += make_window_dataset(long_videos, n_frames=num_frames, size=size, seed=seed)
+    return [Record(target=c["caption"], query=c["query"], frames=c["frames"]) for c in items]
 
 
 class VideoTextDataset(Dataset):

@@ -94,7 +94,7 @@ def train_arm(model, args: argparse.Namespace, out: Path, steps: int) -> dict:
     init, cache = out / "init", out / "features"
     model.save_pretrained(init)  # tiny X-encoder has no hub source: its weights are saved too
     data = DataConfig(num_frames=args.frames, synthetic_n=args.train_clips, synthetic_size=32,
-                      synthetic_seed=args.seed)
+                      synthetic_seed=args.seed, synthetic_long_videos=args.train_long_videos)
     t0 = time.time()
     cache_features(model, build_dataset(data, model), cache, batch_size=64)
     cache_s = time.time() - t0
@@ -215,6 +215,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="override a field of --pretrain-recipe, e.g. optim.max_steps=100 (repeatable)")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--train-clips", type=int, default=512)
+    p.add_argument("--train-long-videos", type=int, default=10,
+                   help="also train on the sliding windows of this many long videos (every stream kind; ~120 "
+                        "windows each, labelled with their dominant event): what the stream shows the model")
     p.add_argument("--test-clips", type=int, default=200)
     p.add_argument("--frames", type=int, default=8)
     p.add_argument("--embed-dim", type=int, default=128)

@@ -72,6 +72,7 @@ class DataConfig:
     synthetic_n: int = 32  # source=synthetic: number of clips
     synthetic_size: int = 32  # frame size of synthetic clips
     synthetic_seed: int = 0
+    synthetic_long_videos: int = 0  # source=synthetic: also the windows of this many long videos (every stream kind)
     skip_bad_media: bool = False  # skip and count unreadable files instead of failing
     num_workers: int = 0
 
@@ -143,7 +144,8 @@ def build_dataset(cfg: DataConfig, model) -> Dataset:
             raise ValueError("data.source=cache needs data.cache_dir (made by `vljepa cache-features`)")
         return CachedFeatureDataset(cfg.cache_dir, model=model)
     if cfg.source is DataSource.SYNTHETIC:
-        records = synthetic_records(cfg.synthetic_n, cfg.num_frames, cfg.synthetic_size, cfg.synthetic_seed)
+        records = synthetic_records(cfg.synthetic_n, cfg.num_frames, cfg.synthetic_size, cfg.synthetic_seed,
+                                    cfg.synthetic_long_videos)
     elif cfg.source is DataSource.MANIFEST:
         if not cfg.manifest:
             raise ValueError("data.source=manifest needs data.manifest=<file.jsonl|file.csv>")

@@ -8,7 +8,8 @@ online: a threshold sweep of the settled trigger) -> `eval.selective_decoding.ev
 matches, decodes (through a `CaptionCache`) and records the captions -> one `Curve` per
 (strategy, pooling). The online trigger's settle tolerance is calibrated on *separate calibration
 streams* (`calibrate_trigger`), never on the test streams; its threshold is what the sweep varies.
-`decoder_quality` scores the decoder alone: ground-truth caption embeddings, and predicted
+`oracle_stream` simulates a perfect model over the same ground truth (the bound on what *where to decode*
+can give on those videos; decoded by `nearest_caption_decoder`). `decoder_quality` scores the decoder alone: ground-truth caption embeddings, and predicted
 embeddings pooled over each true event (an oracle segmentation). `long_video_streams` turns
 synthetic long videos into a model's embedding streams; `window_targets` labels the windows of
 *training* videos with their dominant caption, for the Y-decoder.
@@ -20,7 +21,7 @@ synthetic long videos into a model's embedding streams; `window_targets` labels 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -38,7 +39,7 @@ from vljepa.segment import (
     stride_points,
 )
 from vljepa.stream import StreamConfig, embed_stream, iter_windows
-from vljepa.synthetic import make_long_video, reference_captions
+from vljepa.synthetic import StreamKind, make_long_video, reference_captions
 
 UNIFORM_MEAN, UNIFORM_MIDPOINT = "uniform/mean", "uniform/midpoint"
 OFFLINE_MEAN, OFFLINE_MIDPOINT, ONLINE = "offline/mean", "offline/midpoint", "online"
@@ -215,3 +216,62 @@ def window_targets(streams: Sequence[VideoStream], lag_s: float = 1.0) -> tuple[
                 embs.append(s.embeddings[inside].mean(axis=0))
                 texts.append(refs[0])
     return np.stack(embs), texts  # (N, D), N canonical captions
+
+
+@dataclass
+class OracleConfig:
+    """A simulated stream of a *perfect* model over the same ground truth: each window's embedding is
+    the mean over its frames of the Y-encoder embedding of the caption on screen (gradual kinds blend
+    the two captions linearly over a 2-s transition), plus a distractor direction (distractor kind)
+    and Gaussian noise of relative size `noise`; decoded by the nearest caption of the caption bank."""
+
+    fps: float = 4.0
+    window_s: float = 2.0
+    hz: float = 2.0  # embedding stream rate
+    noise: float = 0.0  # predictor error, relative to a unit embedding (0: a perfect predictor)
+    distractor: float = 0.3  # norm of the distractor direction (distractor kind only)
+
+
+def frame_weights(truth: Sequence[tuple[float, float, str]], fps: float, kind: str) -> np.ndarray:
+    """(frames, events) share of each event on screen: one-hot, or linear 2-s ramps for gradual."""
+    n = int(round(truth[-1][1] * fps))
+    t = (np.arange(n) + 0.5) / fps
+    w = np.zeros((n, len(truth)))
+    for i, (s, e, _) in enumerate(truth):
+        w[(t >= s) & (t < e), i] = 1.0
+    if kind == StreamKind.GRADUAL.value:
+        for i, (_, e, _) in enumerate(truth[:-1]):
+            idx = np.flatnonzero((t >= e - 1.0) & (t < e + 1.0))
+            a = np.clip((t[idx] - (e - 1.0)) / 2.0, 0, 1)  # 0 -> 1 over the fade
+            w[idx, i], w[idx, i + 1] = 1 - a, a
+    return w
+
+
+def oracle_stream(truth: Sequence[tuple[float, float, str]], caption_emb: Mapping[str, np.ndarray], kind: str,
+                  rng: np.random.Generator, cfg: OracleConfig | None = None) -> VideoStream:
+    """The `OracleConfig` stream of one video from its `(start_s, end_s, canonical caption)` truth."""
+    cfg = cfg or OracleConfig()
+    w = frame_weights(truth, cfg.fps, kind)  # (F, E)
+    frames = w @ np.stack([caption_emb[c] for _, _, c in truth])  # (F, D)
+    dim = frames.shape[1]
+    if kind == StreamKind.DISTRACTOR.value:
+        walk = np.cumsum(rng.normal(size=(len(frames), dim)), axis=0)
+        frames = frames + cfg.distractor * walk / np.linalg.norm(walk, axis=1, keepdims=True)
+    win, stride = int(round(cfg.window_s * cfg.fps)), int(round(cfg.fps / cfg.hz))
+    starts = range(0, len(frames) - win + 1, stride)
+    out = np.stack([frames[s:s + win].mean(axis=0) for s in starts])  # (T, D)
+    out /= np.linalg.norm(out, axis=1, keepdims=True)
+    out += cfg.noise * rng.normal(size=out.shape) / np.sqrt(dim)  # relative noise norm ~ `noise`
+    times = np.array([(s + win / 2) / cfg.fps for s in starts])
+    return VideoStream(times=times, embeddings=out, truth=[(s, e, reference_captions(c)) for s, e, c in truth], kind=kind)
+
+
+def nearest_caption_decoder(bank: Sequence[str], bank_emb: np.ndarray) -> Callable[[np.ndarray], list[str]]:
+    """A decoder that returns the caption of the bank nearest (cosine) to each embedding: perfect up to
+    what the embedding holds."""
+    unit = bank_emb / np.linalg.norm(bank_emb, axis=1, keepdims=True)  # (C, D)
+
+    def decode(embs: np.ndarray) -> list[str]:
+        return [bank[i] for i in (np.asarray(embs) @ unit.T).argmax(axis=1)]
+
+    return decode

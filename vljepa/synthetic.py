@@ -7,6 +7,8 @@ scikit-learn) -> one digit image is scaled, coloured and moved on a black canvas
 
 - `make_clip_dataset(n)`: short labelled clips for training, zero-shot classification and
   retrieval (class = action, caption = "a red 3 moves left").
+- `make_window_dataset(n_videos)`: sliding windows of long videos labelled with their dominant
+  event, what a stream shows the model (part of an event, transitions), for training.
 - `make_long_video(seed, n_events, kind=...)`: a long video made of consecutive events whose
   durations vary from short to long, with `(start_s, end_s, caption)` ground truth, for the
   selective-decoding benchmark (DESIGN.md section 1, "Selective decoding"). `StreamKind` picks
@@ -247,18 +249,43 @@ def make_clip_dataset(n: int, n_frames: int = 8, size: int = 32, seed: int = 0) 
     items = []
     for action in actions:
         event = _random_event(rng, action)
-        items.append({
-            "frames": render_event(event, n_frames, size, rng),
-            "label": ACTIONS.index(action),
-            "label_name": action,
-            "caption": event.caption,
-            "captions": event.paraphrases(),
-            "query": QUERIES[rng.integers(len(QUERIES))],
-            "digit": event.digit,
-            "colour": event.colour,
-        })
+        items.append(_item(event, render_event(event, n_frames, size, rng), rng))
     return items
 
+
+
+def make_window_dataset(n_videos: int, n_frames: int = 8, size: int = 32, seed: int = 0, n_events: int = 15,
+                        fps: float = 4, window_s: float = 2.0, stride_s: float = 1.0) -> list[dict]:
+    """Sliding windows of `n_videos` long videos (`make_long_video`, cycling through every `StreamKind`),
+    each labelled with the event it overlaps most; the same item fields as `make_clip_dataset`.
+
+    A training clip shows a whole event in `n_frames` frames; a stream window shows `window_s` seconds
+    of an event lasting 2-20 s (a tenth of a slow "moves left", only the faded-in half of "appears",
+    a cross-fade, a distractor). Training on these windows too is what makes a model's stream
+    embeddings say the right caption. Windows end every `stride_s` from the first full window on;
+    `n_frames` frames are sampled uniformly from each window's frames, as `vljepa.stream` does."""
+    from vljepa.video import uniform_indices
+
+    if n_videos < 0 or stride_s <= 0 or window_s <= 0:
+        raise ValueError(f"need n_videos >= 0 and window_s, stride_s > 0, got {n_videos}, {window_s}, {stride_s}")
+    rng = np.random.default_rng(seed)
+    kinds, items = list(StreamKind), []
+    for v in range(n_videos):
+        frames, truth = make_long_video(seed * 1000 + v, n_events, fps=fps, size=size, kind=kinds[v % len(kinds)])
+        times = np.arange(len(frames)) / fps  # (N,)
+        for end in np.arange(window_s, times[-1] + 1 / fps + 1e-9, stride_s):
+            inside = np.flatnonzero((times >= end - window_s) & (times < end))
+            overlap = [max(0.0, min(end, e) - max(end - window_s, s)) for s, e, _ in truth]
+            event = parse_caption(truth[int(np.argmax(overlap))][2])
+            items.append(_item(event, frames[inside[uniform_indices(len(inside), n_frames)]], rng))
+    return items
+
+
+def _item(event: Event, frames: torch.Tensor, rng: np.random.Generator) -> dict:
+    """One labelled example: frames uint8 (T, 3, H, W) showing `event`, with a random query."""
+    return {"frames": frames, "label": ACTIONS.index(event.action), "label_name": event.action,
+            "caption": event.caption, "captions": event.paraphrases(), "query": QUERIES[rng.integers(len(QUERIES))],
+            "digit": event.digit, "colour": event.colour}
 
 class StreamKind(str, enum.Enum):
     """What changes between (and inside) the events of a long video (`make_long_video(kind=...)`)."""

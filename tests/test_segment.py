@@ -9,6 +9,7 @@ from sklearn.cluster import AgglomerativeClustering
 
 from vljepa.segment import (
     DecodeBudget,
+    Reference,
     Representative,
     TriggerConfig,
     WardTree,
@@ -164,3 +165,22 @@ def test_bad_budget_and_trigger_settings_fail_clearly():
         TriggerConfig(cosine_threshold=None, variance_threshold=0.5)
     with pytest.raises(ValueError, match="n_segments"):
         contiguous_segments(np.zeros((3, 2)), 5)
+
+
+def test_segment_mean_reference_ignores_noise_that_fires_against_the_last_decoded_embedding():
+    rng = np.random.default_rng(11)
+    a, b = rng.normal(size=(2, 32))
+    a, b = a / np.linalg.norm(a), b / np.linalg.norm(b)
+    clean = np.stack([a] * 80 + [b] * 80)  # one change, at step 80
+    noisy = clean + 0.25 * rng.normal(size=clean.shape) / np.sqrt(32)
+    times = np.arange(160) * 0.5
+    counts = {}
+    for ref in Reference:
+        cfg = TriggerConfig(cosine_threshold=0.04, settle_tol=1.0, min_gap_s=0.0, reference=ref.value)
+        points = online_points(times, noisy, cfg)
+        assert any(40 <= p.t <= 45 for p in points)  # the real change is caught either way
+        counts[ref] = len(points)
+    # the running mean of the segment is a steadier reference than one noisy decoded step
+    assert counts[Reference.SEGMENT_MEAN] <= 3 < 10 < counts[Reference.DECODED]
+    with pytest.raises(ValueError):
+        TriggerConfig(reference="nearest")

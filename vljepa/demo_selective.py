@@ -84,7 +84,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seeds", type=_positive_int, default=3, help="seeds of data and training (seed, seed+1, ...)")
     p.add_argument("--kinds", type=_kinds, default=",".join(k.value for k in StreamKind),
                    help="stream kinds of the long videos, comma separated")
-    p.add_argument("--long-videos", type=_positive_int, default=4, help="test long videos per kind and seed")
+    p.add_argument("--long-videos", type=_positive_int, default=8, help="test long videos per kind and seed")
     p.add_argument("--calib-videos", type=_positive_int, default=1, help="calibration long videos per kind and seed")
     p.add_argument("--decoder-videos", type=_positive_int, default=1,
                    help="long videos per kind and seed whose windows train the Y-decoder")

@@ -207,6 +207,13 @@ def _spans(times: np.ndarray, embs: np.ndarray, edges: np.ndarray, rep: Represen
             for lo, hi in zip(edges[:-1], edges[1:])]
 
 
+class Reference(str, enum.Enum):
+    """What the online trigger compares the stream against to detect a change."""
+
+    DECODED = "decoded"  # the embedding decoded last (a few settled steps)
+    SEGMENT_MEAN = "segment_mean"  # the running mean of every step since the last decode: steadier under noise
+
+
 @dataclass
 class TriggerConfig:
     """Online trigger settings (window lengths in stream steps, times in seconds)."""
@@ -220,8 +227,10 @@ class TriggerConfig:
     max_wait_s: float = 3.0  # a change that never settles (short event, slow drift): decode its least
     #                          mixed moment after this long
     min_gap_s: float = 1.0  # never two decodes closer than this
+    reference: Reference = Reference.DECODED
 
     def __post_init__(self) -> None:
+        self.reference = Reference(self.reference)
         if self.cosine_threshold is None and self.variance_threshold is None:
             raise ValueError("TriggerConfig needs cosine_threshold or variance_threshold (or both); both are None")
         if self.smooth < 1 or self.window < 2 or self.settle_steps < 1:
@@ -256,7 +265,8 @@ class OnlineTrigger:
         self.cfg, self.budget = cfg, budget or DecodeBudget()
         self._raw: deque[np.ndarray] = deque(maxlen=cfg.smooth)
         self._recent: deque[tuple[float, np.ndarray]] = deque(maxlen=max(cfg.window, cfg.settle_steps + 1))
-        self._ref: np.ndarray | None = None  # the last decoded embedding (unit)
+        self._ref: np.ndarray | None = None  # the reference (`cfg.reference`; unit)
+        self._seg: tuple[np.ndarray, int] | None = None  # (sum, count) of the steps since the last decode
         self._last_t = -math.inf
         self._t0: float | None = None
         self._pending_since: float | None = None
@@ -294,6 +304,7 @@ class OnlineTrigger:
         if self._pending_since is None and self._detects(s):
             self._pending_since, self._best = t, (math.inf, [])
         if self._pending_since is None:
+            self._follow(s)
             return None
         steps = self._latest()
         spread = self._spread(steps)
@@ -304,6 +315,14 @@ class OnlineTrigger:
         if t - self._pending_since >= self.cfg.max_wait_s:  # never settled (a short event, a slow drift)
             return self._fire(t, self._best[1] or steps)
         return None  # mid-transition: decoding now would describe a mixture
+
+    def _follow(self, s: np.ndarray) -> None:
+        """A step inside the current segment: with `Reference.SEGMENT_MEAN` the reference becomes the
+        running mean of the segment's steps so far."""
+        if self._seg is not None:
+            total, n = self._seg
+            self._seg = (total + s, n + 1)
+            self._ref = _unit(self._seg[0])
 
     def flush(self) -> DecodePoint | None:
         """End of stream: decode a change that is still pending (its least mixed moment), if the gap
@@ -321,6 +340,7 @@ class OnlineTrigger:
         if t - self._last_t < c.min_gap_s or not self.budget.allows(self.n_decodes, t - self._t0):
             return None  # stays pending until the gap and the budget allow it
         self._ref, self._last_t, self._pending_since = emb, t, None
+        self._seg = (emb * len(steps), len(steps)) if self.cfg.reference is Reference.SEGMENT_MEAN else None
         self.n_decodes += 1
         return DecodePoint(t=(steps[0][0] + steps[-1][0]) / 2, embedding=emb, start=steps[0][0], end=steps[-1][0],
                            emitted_t=t)

@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from vljepa.segment import DecodeBudget, DecodePoint, TriggerConfig, iter_online
+from vljepa.segment import DecodeBudget, DecodePoint, Reference, TriggerConfig, iter_online
 from vljepa.video import IMAGE_SUFFIXES, MediaError, _import_av, load_image, uniform_indices
 
 Frame = tuple[float, torch.Tensor]  # (t seconds, uint8 (3, H, W))
@@ -204,6 +204,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--max-wait", type=float, default=3.0,
                    help="seconds after which a change that never settles is decoded (its least mixed moment)")
     p.add_argument("--min-gap", type=float, default=1.0, help="seconds between decodes, at least")
+    p.add_argument("--reference", choices=[r.value for r in Reference], default=Reference.DECODED.value,
+                   help="what a change is measured against: the last decoded embedding, or the running mean "
+                        "of the steps since (steadier on noisy streams)")
     p.add_argument("--rate-hz", type=float, default=None, help="decode budget: average decodes per second")
     p.add_argument("--max-decodes", type=int, default=None, help="decode budget: hard cap")
     p.add_argument("--max-new-tokens", type=int, default=24)
@@ -228,7 +231,7 @@ def cli_main(argv: list[str]) -> int:
     try:
         trigger = TriggerConfig(cosine_threshold=args.threshold, variance_threshold=args.variance_threshold,
                                 settle_steps=args.settle_steps, settle_tol=args.settle_tol, max_wait_s=args.max_wait,
-                                min_gap_s=args.min_gap)
+                                min_gap_s=args.min_gap, reference=args.reference)
         budget = DecodeBudget(rate_hz=args.rate_hz, max_decodes=args.max_decodes)
         cfg = StreamConfig(window_s=args.window, stride_s=args.stride, batch_size=args.batch_size,
                            frames_per_window=args.frames or StreamConfig.frames_per_window)

@@ -9,7 +9,8 @@ Data flow, per seed (one trained model):
      videos labelled with their dominant event) with noise, mixtures and text replay
   -> per kind: `measure` (uniform / offline Ward / online trigger curves; trigger calibrated on
      the calibration videos) -> `eval.selective_decoding.analyze` (isotonic fits, equal-quality
-     rates, bootstrap over videos) ; decoder quality alone ; single-decode wall time
+     rates, bootstrap over videos) ; the same on the `Oracle` stream of the same videos (a perfect
+     predictor and decoder: the bound) ; decoder quality alone ; single-decode wall time
 then over seeds: `pool` (all seeds' videos as one corpus, bootstrap stratified by seed) and
 `eval.selective_decoding.combine_seeds` (geometric mean over seeds, two-level bootstrap CI).
 

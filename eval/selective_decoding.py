@@ -359,22 +359,29 @@ def _interval(values: np.ndarray, ci: float) -> list[float]:
 
 
 def summarize(analysis: Analysis, cfg: ProtocolConfig, seconds_per_decode: float | None = None) -> dict:
-    """JSON-ready summary: every metric with its CI, the curves, latency and decoder cost per hour
-    at the headline level (rates are NaN / intervals inf where a quality is never reached)."""
+    """JSON-ready summary: every metric with its CI, the curves, and per quality level the decoder cost
+    per hour and the change-to-caption latency of every strategy at its equal-quality rate
+    (`cost_by_level`, `latency_by_level`; `cost_per_hour` and `latency` are the headline level's).
+    Rates are NaN / intervals inf where a quality is never reached."""
     metrics = {k: {"value": v, "ci": _interval(analysis.replicates[k], cfg.ci)} for k, v in analysis.point.items()}
-    level = cfg.headline_level
     cost, latency = {}, {}
-    for name in ["uniform", *analysis.selective]:
-        hz = analysis.point[f"{name}@{level}:hz"]
-        cost[name] = {"hz": hz, "decoder_calls_per_hour": 3600 * hz,
-                      "decoder_s_per_hour": None if seconds_per_decode is None else 3600 * hz * seconds_per_decode}
-    for label, cv in analysis.curves.items():
-        name = "uniform" if label in analysis.baseline else label
-        latency[label] = latency_at(cv, analysis.point[f"{name}@{level}:hz"])
+    for lv in cfg.levels:
+        cost[str(lv)] = {name: _cost(analysis.point[f"{name}@{lv}:hz"], seconds_per_decode)
+                         for name in ["uniform", *analysis.selective]}
+        latency[str(lv)] = {label: latency_at(cv, analysis.point[f"{'uniform' if label in analysis.baseline else label}@{lv}:hz"])
+                            for label, cv in analysis.curves.items()}
+    level = str(cfg.headline_level)
     curves = {label: {"param": cv.params.tolist(), "hz": cv.rates.tolist(), "cider": cv.cider.tolist(),
                       "n_decodes": cv.n_decodes.tolist()} for label, cv in analysis.curves.items()}
-    return {"metrics": metrics, "headline_level": level, "cost_per_hour": cost, "latency": latency,
+    return {"metrics": metrics, "headline_level": cfg.headline_level, "cost_per_hour": cost[level],
+            "latency": latency[level], "cost_by_level": cost, "latency_by_level": latency,
             "seconds_per_decode": seconds_per_decode, "curves": curves, "n_boot": cfg.n_boot, "ci": cfg.ci}
+
+
+def _cost(hz: float, seconds_per_decode: float | None) -> dict:
+    """Decoder calls and decoder seconds per hour of video at `hz` decodes per second."""
+    return {"hz": hz, "decoder_calls_per_hour": 3600 * hz,
+            "decoder_s_per_hour": None if seconds_per_decode is None else 3600 * hz * seconds_per_decode}
 
 
 def latency_at(curve: Curve, hz: float) -> dict:

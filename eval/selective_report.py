@@ -56,29 +56,36 @@ def rates_table(metrics_by_name: dict[str, dict], names: Sequence[str], level: f
     return lines
 
 
-def cost_table(summary: dict) -> list[str]:
-    """Decoder calls and decoder seconds per hour of video at the headline level, per strategy."""
-    lines = [f"| strategy | decodes/s at {round(100 * summary['headline_level'])} % | decoder calls per hour | "
-             "decoder s per hour |", "|---|---|---|---|"]
-    for name, c in summary["cost_per_hour"].items():
-        sec = c["decoder_s_per_hour"]
-        lines.append(f"| {name} | {fmt(c['hz'], 3)} | {fmt(c['decoder_calls_per_hour'], 0)} | "
-                     f"{fmt(sec, 1) if sec is not None else '-'} |")
+def cost_table(summary: dict, levels: Sequence[float] | None = None) -> list[str]:
+    """Decoder calls and decoder seconds per hour of video per strategy at each of `levels` (default:
+    the headline level); n.r. where the strategy never reaches that quality."""
+    lines = ["| quality level | strategy | decodes/s | decoder calls per hour | decoder s per hour |",
+             "|---|---|---|---|---|"]
+    for level in levels or [summary["headline_level"]]:
+        for name, c in summary["cost_by_level"][str(level)].items():
+            sec = c["decoder_s_per_hour"]
+            lines.append(f"| {round(100 * level)} % | {name} | {fmt(c['hz'], 3)} | {fmt(c['decoder_calls_per_hour'], 0)} | "
+                         f"{fmt(sec, 1) if sec is not None else '-'} |")
     return lines
 
 
-def latency_table(summaries: dict[str, dict], labels: Sequence[str], first: str = "kind") -> list[str]:
+def latency_table(summaries: dict[str, dict], labels: Sequence[str], first: str = "kind",
+                  levels: Sequence[float] | None = None) -> list[str]:
     """Change-to-caption latency (median, 90th percentile, share of changes never captioned inside
-    the new event) at each strategy's equal-quality operating point."""
-    lines = [f"| {first} | strategy | decodes/s | median s | p90 s | missed |", "|---|---|---|---|---|---|"]
+    the new event) at each strategy's equal-quality operating point, for each of `levels` (default:
+    the headline level); n.r. where the strategy never reaches that quality."""
+    lines = [f"| {first} | quality level | strategy | decodes/s | median s | p90 s | missed |",
+             "|---|---|---|---|---|---|---|"]
     for name, summ in summaries.items():
-        for label in labels:
-            lat = summ["latency"][label]
-            if lat["hz"] is None:
-                lines.append(f"| {name} | {label} | n.r. | - | - | - |")
-                continue
-            lines.append(f"| {name} | {label} | {fmt(lat['hz'], 3)} | {fmt(lat['median_s'], 1)} | "
-                         f"{fmt(lat['p90_s'], 1)} | {fmt(100 * lat['missed'], 0)} % |")
+        for level in levels or [summ["headline_level"]]:
+            for label in labels:
+                lat = summ["latency_by_level"][str(level)][label]
+                head = f"| {name} | {round(100 * level)} % | {label} |"
+                if lat["hz"] is None:
+                    lines.append(f"{head} n.r. | - | - | - |")
+                    continue
+                lines.append(f"{head} {fmt(lat['hz'], 3)} | {fmt(lat['median_s'], 1)} | "
+                             f"{fmt(lat['p90_s'], 1)} | {fmt(100 * lat['missed'], 0)} % |")
     return lines
 
 

@@ -23,7 +23,7 @@ from eval.selective_decoding import (
     rate_to_reach,
     summarize,
 )
-from eval.selective_report import plot_analyses
+from eval.selective_report import cost_table, latency_table, plot_analyses
 from vljepa.segment import DecodePoint
 from vljepa.selective_eval import (
     BASELINE,
@@ -184,6 +184,15 @@ def test_analyze_recovers_a_known_decode_reduction_with_a_bootstrap_interval(tmp
     cost = summary["cost_per_hour"]
     assert cost["offline/mean"]["decoder_calls_per_hour"] == pytest.approx(3600 * a.point["offline/mean@0.95:hz"])
     assert cost["uniform"]["decoder_s_per_hour"] == pytest.approx(36 * a.point["uniform@0.95:hz"])
+    assert set(summary["latency_by_level"]) == set(summary["cost_by_level"]) == {"0.9", "0.95", "1.0"}
+    assert summary["cost_per_hour"] == summary["cost_by_level"]["0.95"]
+    assert np.isnan(summary["cost_by_level"]["0.9"]["online"]["decoder_calls_per_hour"])
+    table = cost_table(summary, [0.9, 0.95])
+    assert len(table) == 2 + 2 * 3 and "| 90 % | online | n.r." in table[4]
+    assert summary["latency"] == summary["latency_by_level"]["0.95"]
+    assert summary["latency_by_level"]["0.9"]["online"]["hz"] is None  # never reached: no operating point
+    rows = latency_table({"synthetic": summary}, ["uniform/mean", "online"], levels=[0.9, 1.0])
+    assert len(rows) == 2 + 4 and "| synthetic | 90 % | online | n.r." in rows[3]
     plot_analyses({"synthetic": a}, str(tmp_path / "curves.png"))
     assert (tmp_path / "curves.png").stat().st_size > 1000
 

@@ -308,10 +308,11 @@ def report_lines(sd: dict) -> list[str]:
              *rates_table({k: v["metrics"] for k, v in sd["pooled"].items()}, ["uniform", *SELECTIVE], level), ""]
     if head is not None:
         lines += [f"### Decoder calls and time per hour of video at equal quality ({HEADLINE_KIND}, pooled; "
-                  f"{fmt(1000 * head['seconds_per_decode'], 1)} ms per single decode)", "", *cost_table(head), ""]
+                  f"{fmt(1000 * head['seconds_per_decode'], 1)} ms per single decode)", "",
+                  *cost_table(head, sorted({0.9, level})), ""]
     lines += ["### Change-to-caption latency at equal quality (pooled; from the change to the first caption "
               "inside the new event, emitted at its window's end)", "",
-              *latency_table(sd["pooled"], ["uniform/midpoint", "online"]), "",
+              *latency_table(sd["pooled"], ["uniform/midpoint", "online"], levels=sorted({0.9, level})), "",
               "### Decoder quality alone (CIDEr-D, one caption per event)", "",
               "`stage1`: trained on caption embeddings only; `final`: continued on predicted clips and stream windows.",
               "", *_quality_rows(sd), "", "![timeline](timeline.png)", ""]

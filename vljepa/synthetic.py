@@ -253,7 +253,6 @@ def make_clip_dataset(n: int, n_frames: int = 8, size: int = 32, seed: int = 0) 
     return items
 
 
-
 def make_window_dataset(n_videos: int, n_frames: int = 8, size: int = 32, seed: int = 0, n_events: int = 15,
                         fps: float = 4, window_s: float = 2.0, stride_s: float = 1.0) -> list[dict]:
     """Sliding windows of `n_videos` long videos (`make_long_video`, cycling through every `StreamKind`),
@@ -261,13 +260,15 @@ def make_window_dataset(n_videos: int, n_frames: int = 8, size: int = 32, seed: 
 
     A training clip shows a whole event in `n_frames` frames; a stream window shows `window_s` seconds
     of an event lasting 2-20 s (a tenth of a slow "moves left", only the faded-in half of "appears",
-    a cross-fade, a distractor). Training on these windows too is what makes a model's stream
-    embeddings say the right caption. Windows end every `stride_s` from the first full window on;
-    `n_frames` frames are sampled uniformly from each window's frames, as `vljepa.stream` does."""
+    a cross-fade, a distractor), so these windows are training data that looks like a stream (on the
+    demo they did not help: docs/selective_decoding.md). Windows end every `stride_s` from the first
+    full window on; `n_frames` frames are sampled uniformly from each window's frames, as
+    `vljepa.stream` does. Video v of seed s is `make_long_video(1000 * s + v)`."""
     from vljepa.video import uniform_indices
 
-    if n_videos < 0 or stride_s <= 0 or window_s <= 0:
-        raise ValueError(f"need n_videos >= 0 and window_s, stride_s > 0, got {n_videos}, {window_s}, {stride_s}")
+    if not 0 <= n_videos <= 1000 or stride_s <= 0 or window_s <= 0:
+        raise ValueError(f"need 0 <= n_videos <= 1000 (video seeds are 1000 * seed + v) and window_s, stride_s > 0, "
+                         f"got {n_videos}, {window_s}, {stride_s}")
     rng = np.random.default_rng(seed)
     kinds, items = list(StreamKind), []
     for v in range(n_videos):

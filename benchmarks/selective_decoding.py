@@ -26,10 +26,8 @@ import numpy as np
 
 from eval.selective_decoding import (
     CaptionCache,
-    Corpus,
     ProtocolConfig,
     VideoStream,
-    analyze,
     combine_seeds,
     summarize,
 )
@@ -41,7 +39,7 @@ from vljepa.selective_eval import (
     OracleConfig,
     SweepConfig,
     calibrate_trigger,
-    measure,
+    evaluate,
     nearest_caption_decoder,
     oracle_stream,
 )
@@ -67,8 +65,7 @@ def run_seed(seed: int, kinds: list[str], emb: dict, decode, args: argparse.Name
     out = {}
     for i, kind in enumerate(kinds):
         test, calib = streams(i, kind, 0, args.videos), streams(i, kind, 1, args.calib)
-        curves = measure(test, CaptionCache(decode), calibrate_trigger(calib, lag_s=sweep.lag_s), sweep)
-        out[kind] = analyze(Corpus.of(test), curves, BASELINE, SELECTIVE, proto)
+        out[kind] = evaluate(test, CaptionCache(decode), calibrate_trigger(calib, lag_s=sweep.lag_s), sweep, proto)
     return out
 
 

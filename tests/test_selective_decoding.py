@@ -306,3 +306,16 @@ def test_oracle_stream_is_the_true_caption_inside_events_and_a_blend_across_fade
     assert at_fade[0] > 0.3 and at_fade[1] > 0.3 and np.isclose(np.linalg.norm(at_fade), 1)
     noisy = oracle_stream(truth, dict(zip(bank, emb)), kind, np.random.default_rng(0), OracleConfig(noise=0.5))
     assert 0.2 < np.linalg.norm(noisy.embeddings - stream.embeddings, axis=1).mean() < 0.8
+
+
+def test_oracle_stream_and_nearest_caption_decoder_name_bad_input():
+    emb = {"a red 3 moves left": np.ones(4)}
+    rng = np.random.default_rng(0)
+    with pytest.raises(ValueError, match="no embedding for 1 caption"):
+        oracle_stream([(0.0, 5.0, "a blue 7 grows")], emb, "hard_cut", rng)
+    with pytest.raises(ValueError, match="at least one"):
+        oracle_stream([], emb, "hard_cut", rng)
+    with pytest.raises(ValueError, match="shorter than one"):
+        oracle_stream([(0.0, 1.0, "a red 3 moves left")], emb, "hard_cut", rng)
+    with pytest.raises(ValueError, match="one embedding row per caption"):
+        nearest_caption_decoder(["a red 3 moves left", "a blue 7 grows"], np.ones((1, 4)))

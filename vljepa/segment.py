@@ -266,7 +266,7 @@ class OnlineTrigger:
         self._raw: deque[np.ndarray] = deque(maxlen=cfg.smooth)
         self._recent: deque[tuple[float, np.ndarray]] = deque(maxlen=max(cfg.window, cfg.settle_steps + 1))
         self._ref: np.ndarray | None = None  # the reference (`cfg.reference`; unit)
-        self._seg: tuple[np.ndarray, int] | None = None  # (sum, count) of the steps since the last decode
+        self._seg: np.ndarray | None = None  # sum of the (unit) steps since the last decode
         self._last_t = -math.inf
         self._t0: float | None = None
         self._pending_since: float | None = None
@@ -320,9 +320,8 @@ class OnlineTrigger:
         """A step inside the current segment: with `Reference.SEGMENT_MEAN` the reference becomes the
         running mean of the segment's steps so far."""
         if self._seg is not None:
-            total, n = self._seg
-            self._seg = (total + s, n + 1)
-            self._ref = _unit(self._seg[0])
+            self._seg = self._seg + s
+            self._ref = _unit(self._seg)
 
     def flush(self) -> DecodePoint | None:
         """End of stream: decode a change that is still pending (its least mixed moment), if the gap
@@ -340,7 +339,7 @@ class OnlineTrigger:
         if t - self._last_t < c.min_gap_s or not self.budget.allows(self.n_decodes, t - self._t0):
             return None  # stays pending until the gap and the budget allow it
         self._ref, self._last_t, self._pending_since = emb, t, None
-        self._seg = (emb * len(steps), len(steps)) if self.cfg.reference is Reference.SEGMENT_MEAN else None
+        self._seg = emb * len(steps) if self.cfg.reference is Reference.SEGMENT_MEAN else None
         self.n_decodes += 1
         return DecodePoint(t=(steps[0][0] + steps[-1][0]) / 2, embedding=emb, start=steps[0][0], end=steps[-1][0],
                            emitted_t=t)

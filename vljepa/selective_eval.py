@@ -14,8 +14,7 @@ embeddings pooled over each true event (an oracle segmentation). `long_video_str
 synthetic long videos into a model's embedding streams; `window_targets` labels the windows of
 *training* videos with their dominant caption, for the Y-decoder.
 
-    curves = measure(streams, CaptionCache(decode_fn), calibrate_trigger(cal_streams))
-    result = eval.selective_decoding.analyze(Corpus.of(streams), curves, BASELINE, SELECTIVE)
+    result = evaluate(streams, CaptionCache(decode_fn), calibrate_trigger(cal_streams))  # measure + analyze
 """
 
 from __future__ import annotations
@@ -27,7 +26,16 @@ from dataclasses import dataclass
 import numpy as np
 
 from eval.captioning import cider_score
-from eval.selective_decoding import CaptionCache, Curve, VideoStream, evaluate_curve
+from eval.selective_decoding import (
+    Analysis,
+    CaptionCache,
+    Corpus,
+    Curve,
+    ProtocolConfig,
+    VideoStream,
+    analyze,
+    evaluate_curve,
+)
 from vljepa.processing import VideoTransform
 from vljepa.segment import (
     DecodeBudget,
@@ -39,7 +47,7 @@ from vljepa.segment import (
     stride_points,
 )
 from vljepa.stream import StreamConfig, embed_stream, iter_windows
-from vljepa.synthetic import StreamKind, make_long_video, reference_captions
+from vljepa.synthetic import StreamKind, dominant_event, make_long_video, reference_captions
 
 UNIFORM_MEAN, UNIFORM_MIDPOINT = "uniform/mean", "uniform/midpoint"
 OFFLINE_MEAN, OFFLINE_MIDPOINT, ONLINE = "offline/mean", "offline/midpoint", "online"
@@ -152,6 +160,13 @@ def measure(streams: Sequence[VideoStream], decode: CaptionCache, trigger: Trigg
             for label in BASELINE + SELECTIVE}
 
 
+def evaluate(streams: Sequence[VideoStream], decode: CaptionCache, trigger: TriggerConfig,
+             cfg: SweepConfig | None = None, proto: ProtocolConfig | None = None) -> Analysis:
+    """`measure` every strategy on `streams`, then `eval.selective_decoding.analyze` them against the
+    uniform baseline (isotonic fits, equal-quality rates, bootstrap over the videos)."""
+    return analyze(Corpus.of(streams), measure(streams, decode, trigger, cfg), BASELINE, SELECTIVE, proto)
+
+
 def decoder_quality(streams: Sequence[VideoStream], decode: Callable[[np.ndarray], list[str]],
                     text_embed: Callable[[list[str]], np.ndarray] | None = None, lag_s: float = 1.0,
                     bank: Sequence[str] | None = None) -> dict:
@@ -207,9 +222,8 @@ def window_targets(streams: Sequence[VideoStream], lag_s: float = 1.0) -> tuple[
     embs, texts = [], []
     for s in streams:
         for t, e in zip(s.times, s.embeddings):
-            overlap = [max(0.0, min(t + lag_s, end) - max(t - lag_s, start)) for start, end, _ in s.truth]
             embs.append(e)
-            texts.append(s.truth[int(np.argmax(overlap))][2][0])
+            texts.append(s.truth[dominant_event(s.truth, t - lag_s, t + lag_s)][2][0])
         for start, end, refs in s.truth:
             inside = (s.times >= start) & (s.times < end)
             if inside.any():
@@ -251,6 +265,14 @@ def oracle_stream(truth: Sequence[tuple[float, float, str]], caption_emb: Mappin
                   rng: np.random.Generator, cfg: OracleConfig | None = None) -> VideoStream:
     """The `OracleConfig` stream of one video from its `(start_s, end_s, canonical caption)` truth."""
     cfg = cfg or OracleConfig()
+    if not truth:
+        raise ValueError("oracle_stream needs a ground truth of at least one (start_s, end_s, caption) event")
+    missing = sorted({c for _, _, c in truth} - set(caption_emb))
+    if missing:
+        raise ValueError(f"oracle_stream: no embedding for {len(missing)} caption(s), e.g. {missing[0]!r}; pass "
+                         "caption_emb with an embedding for every caption of the ground truth")
+    if truth[-1][1] < cfg.window_s:
+        raise ValueError(f"oracle_stream: the video lasts {truth[-1][1]} s, shorter than one {cfg.window_s}-s window")
     w = frame_weights(truth, cfg.fps, kind)  # (F, E)
     frames = w @ np.stack([caption_emb[c] for _, _, c in truth])  # (F, D)
     dim = frames.shape[1]
@@ -269,6 +291,10 @@ def oracle_stream(truth: Sequence[tuple[float, float, str]], caption_emb: Mappin
 def nearest_caption_decoder(bank: Sequence[str], bank_emb: np.ndarray) -> Callable[[np.ndarray], list[str]]:
     """A decoder that returns the caption of the bank nearest (cosine) to each embedding: perfect up to
     what the embedding holds."""
+    bank_emb = np.asarray(bank_emb, dtype=np.float64)
+    if not len(bank) or bank_emb.ndim != 2 or len(bank_emb) != len(bank):
+        raise ValueError(f"nearest_caption_decoder needs one embedding row per caption: {len(bank)} captions, "
+                         f"embeddings of shape {bank_emb.shape}")
     unit = bank_emb / np.linalg.norm(bank_emb, axis=1, keepdims=True)  # (C, D)
 
     def decode(embs: np.ndarray) -> list[str]:

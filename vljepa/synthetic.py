@@ -29,6 +29,7 @@ import enum
 import functools
 import math
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -276,10 +277,15 @@ def make_window_dataset(n_videos: int, n_frames: int = 8, size: int = 32, seed: 
         times = np.arange(len(frames)) / fps  # (N,)
         for end in np.arange(window_s, times[-1] + 1 / fps + 1e-9, stride_s):
             inside = np.flatnonzero((times >= end - window_s) & (times < end))
-            overlap = [max(0.0, min(end, e) - max(end - window_s, s)) for s, e, _ in truth]
-            event = parse_caption(truth[int(np.argmax(overlap))][2])
+            event = parse_caption(truth[dominant_event(truth, end - window_s, end)][2])
             items.append(_item(event, frames[inside[uniform_indices(len(inside), n_frames)]], rng))
     return items
+
+
+def dominant_event(truth: Sequence[tuple[float, float, object]], start: float, end: float) -> int:
+    """Index of the ground-truth event that overlaps the span [start, end) most (the first on a tie)."""
+    overlap = [max(0.0, min(end, e) - max(start, s)) for s, e, _ in truth]
+    return int(np.argmax(overlap))
 
 
 def _item(event: Event, frames: torch.Tensor, rng: np.random.Generator) -> dict:

@@ -12,6 +12,7 @@ import json
 import math
 from pathlib import Path
 
+import pytest
 import torch
 
 from vljepa.demo import main
@@ -75,3 +76,9 @@ def test_demo_end_to_end(tmp_path):
     # the demo model's frozen X-encoder weights were saved with it (no hub source for a tiny one)
     assert (out / "pretrained_x" / "run" / "model" / "config.json").is_file()
 
+
+
+def test_bad_window_video_count_is_refused_before_any_work(capsys):
+    with pytest.raises(SystemExit):
+        main(["--train-long-videos", "-1"])
+    assert "--train-long-videos must be between 0 and 1000" in capsys.readouterr().err

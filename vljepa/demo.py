@@ -229,7 +229,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="torch CPU threads; tiny models are per-op bound and 1 is fastest on a busy CPU")
     p.add_argument("--seed", type=int, default=0)
     ds.add_arguments(p)
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    if not 0 <= args.train_long_videos <= 1000:  # checked before any training, not when the data is built
+        p.error(f"--train-long-videos must be between 0 and 1000, got {args.train_long_videos}")
+    return args
 
 
 class XEncoderInit(str, enum.Enum):

@@ -184,3 +184,40 @@ def test_segment_mean_reference_ignores_noise_that_fires_against_the_last_decode
     assert counts[Reference.SEGMENT_MEAN] <= 3 < 10 < counts[Reference.DECODED]
     with pytest.raises(ValueError):
         TriggerConfig(reference="nearest")
+
+
+def _cos(x: np.ndarray, y: np.ndarray) -> float:
+    return float(x @ y / np.linalg.norm(x) / np.linalg.norm(y))
+
+
+def test_pooling_decodes_the_mean_of_more_settled_steps_once_per_piece():
+    """pool_steps=8 on a noisy stream of long pieces: still one decode per piece, each later (the wait for
+    8 steps) and nearer the piece's clean direction than the 2-step decode without pooling."""
+    lengths = [20, 16, 24, 18, 22]
+    rng = np.random.default_rng(12)
+    levels = rng.normal(size=(len(lengths), 32))
+    clean = np.concatenate([np.repeat(lv[None], n, axis=0) for lv, n in zip(levels, lengths)])
+    noisy = clean + 0.35 * rng.normal(size=clean.shape)
+    times, starts = np.arange(len(clean)) * 0.5, np.cumsum([0, *lengths[:-1]])
+    base = dict(cosine_threshold=0.5, settle_tol=1.0, min_gap_s=0.0)
+    plain, pooled = (online_points(times, noisy, TriggerConfig(**base, pool_steps=k)) for k in (0, 8))
+    assert len(plain) == len(pooled) == len(lengths)
+    for p, q, lo in zip(plain, pooled, starts):
+        assert q.end - q.start == pytest.approx(7 * 0.5) and times[lo] <= q.start  # 8 steps of this piece
+        assert q.emitted_t == pytest.approx(p.emitted_t + 6 * 0.5)  # 6 more steps than the 2-step decode
+    gain = [_cos(q.embedding, lv) - _cos(p.embedding, lv) for p, q, lv in zip(plain, pooled, levels)]
+    assert np.mean(gain) > 0.015 and min(gain) > 0, gain  # cos ~0.96 -> ~0.99
+
+
+def test_a_change_ends_the_pool_early_and_the_end_of_the_stream_flushes_it():
+    rng = np.random.default_rng(13)
+    a, b, c = rng.normal(size=(3, 16))
+    rows = np.stack([a] * 10 + [b] * 4 + [c] * 5)  # b lasts 4 steps, c runs out before 12 steps
+    times = np.arange(len(rows)) * 0.5
+    points = online_points(times, rows, TriggerConfig(cosine_threshold=0.3, settle_tol=0.01, min_gap_s=0.0,
+                                                      pool_steps=12))
+    assert [int(np.argmax([_cos(p.embedding, v) for v in (a, b, c)])) for p in points] == [0, 1, 2]
+    assert points[1].emitted_t == times[14]  # b's pool ended by c's first step
+    assert points[2].emitted_t == times[-1] and points[2].start == times[14]  # c flushed at the end
+    with pytest.raises(ValueError, match="pool_steps"):
+        TriggerConfig(pool_steps=-1)

@@ -228,14 +228,16 @@ class TriggerConfig:
     #                          mixed moment after this long
     min_gap_s: float = 1.0  # never two decodes closer than this
     reference: Reference = Reference.DECODED
+    pool_steps: int = 0  # > settle_steps + 1: once settled, wait for this many steps of the new segment and
+    #                     decode their mean (less noise, more latency); a new change ends the pool early
 
     def __post_init__(self) -> None:
         self.reference = Reference(self.reference)
         if self.cosine_threshold is None and self.variance_threshold is None:
             raise ValueError("TriggerConfig needs cosine_threshold or variance_threshold (or both); both are None")
-        if self.smooth < 1 or self.window < 2 or self.settle_steps < 1:
-            raise ValueError(f"TriggerConfig: smooth >= 1, window >= 2 and settle_steps >= 1 needed, got "
-                             f"{self.smooth}, {self.window}, {self.settle_steps}")
+        if self.smooth < 1 or self.window < 2 or self.settle_steps < 1 or self.pool_steps < 0:
+            raise ValueError(f"TriggerConfig: smooth >= 1, window >= 2, settle_steps >= 1 and pool_steps >= 0 "
+                             f"needed, got {self.smooth}, {self.window}, {self.settle_steps}, {self.pool_steps}")
         if self.settle_tol is None and self.cosine_threshold is None:
             raise ValueError("TriggerConfig: with cosine_threshold=None, give settle_tol (a cosine distance)")
 
@@ -271,6 +273,7 @@ class OnlineTrigger:
         self._t0: float | None = None
         self._pending_since: float | None = None
         self._best: tuple[float, list] = (math.inf, [])  # (spread, steps) least mixed since pending
+        self._pool: list[tuple[float, np.ndarray]] | None = None  # settled steps waiting to be decoded together
         self.n_decodes = 0
 
     def _detects(self, s: np.ndarray) -> bool:
@@ -301,6 +304,8 @@ class OnlineTrigger:
         self._raw.append(_unit(raw))
         s = _unit(np.mean(self._raw, axis=0))
         self._recent.append((t, s))
+        if self._pool is not None:
+            return self._pool_step(t, s)
         if self._pending_since is None and self._detects(s):
             self._pending_since, self._best = t, (math.inf, [])
         if self._pending_since is None:
@@ -311,7 +316,7 @@ class OnlineTrigger:
         if spread < self._best[0]:
             self._best = (spread, steps)  # the least mixed moment since the change began
         if spread <= self.cfg.tolerance:
-            return self._fire(t, steps)
+            return self._settled(t, steps)
         if t - self._pending_since >= self.cfg.max_wait_s:  # never settled (a short event, a slow drift)
             return self._fire(t, self._best[1] or steps)
         return None  # mid-transition: decoding now would describe a mixture
@@ -323,9 +328,54 @@ class OnlineTrigger:
             self._seg = self._seg + s
             self._ref = _unit(self._seg)
 
+    def _settled(self, t: float, steps: list[tuple[float, np.ndarray]]) -> DecodePoint | None:
+        """The change has settled: decode now, or (`pool_steps`) start pooling the new segment's steps."""
+        if len(steps) >= self.cfg.pool_steps:
+            return self._fire(t, steps)
+        if self._near_reference(_unit(np.mean([e for _, e in steps], axis=0))):
+            self._pending_since = None  # hysteresis, as in `_fire`
+            return None
+        self._pool, self._pending_since = list(steps), None
+        return None
+
+    def _pool_step(self, t: float, s: np.ndarray) -> DecodePoint | None:
+        """One step while pooling: a step that leaves the pool's mean ends it (decoded now, and the new
+        change becomes pending); otherwise it joins, and a full pool is decoded (or waits for the gap and
+        the budget)."""
+        pool = self._pool
+        mean = _unit(np.mean([e for _, e in pool], axis=0))
+        if 1.0 - float(s @ mean) > self._change_distance():
+            self._pool = None
+            point = self._fire(t, pool)  # refused by the gap or the budget: that segment goes uncaptioned
+            self._pending_since, self._best = t, (math.inf, [])
+            return point
+        pool.append((t, s))
+        if len(pool) < self.cfg.pool_steps:
+            return None
+        del pool[:-self.cfg.pool_steps]  # waiting for the gap or the budget: keep the latest steps only
+        if self._near_reference(_unit(np.mean([e for _, e in pool], axis=0))):
+            self._pool = None  # hysteresis, as in `_fire`
+            return None
+        point = self._fire(t, pool)
+        if point is not None:
+            self._pool = None
+        return point
+
+    def _change_distance(self) -> float:
+        c = self.cfg
+        return c.cosine_threshold if c.cosine_threshold is not None else 2.0 * c.tolerance
+
+    def _near_reference(self, emb: np.ndarray) -> bool:
+        c = self.cfg
+        return self._ref is not None and c.cosine_threshold is not None and _cos_dist(emb, self._ref) <= c.cosine_threshold
+
     def flush(self) -> DecodePoint | None:
-        """End of stream: decode a change that is still pending (its least mixed moment), if the gap
-        and the budget allow. Without this a stream shorter than the settle time gets no caption."""
+        """End of stream: decode a change that is still pending (its least mixed moment), or a pool
+        still filling, if the gap and the budget allow. Without this a stream shorter than the settle
+        time gets no caption."""
+        if self._pool is not None:
+            pool, self._pool = self._pool, None
+            return self._fire(pool[-1][0], pool)
         if self._pending_since is None:
             return None
         return self._fire(self._recent[-1][0], self._best[1] or self._latest())
@@ -333,7 +383,7 @@ class OnlineTrigger:
     def _fire(self, t: float, steps: list[tuple[float, np.ndarray]]) -> DecodePoint | None:
         emb = _unit(np.mean([e for _, e in steps], axis=0))
         c = self.cfg
-        if self._ref is not None and c.cosine_threshold is not None and _cos_dist(emb, self._ref) <= c.cosine_threshold:
+        if self._near_reference(emb):
             self._pending_since = None  # hysteresis: the stream settled back near what was decoded last
             return None
         if t - self._last_t < c.min_gap_s or not self.budget.allows(self.n_decodes, t - self._t0):

@@ -204,6 +204,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--max-wait", type=float, default=3.0,
                    help="seconds after which a change that never settles is decoded (its least mixed moment)")
     p.add_argument("--min-gap", type=float, default=1.0, help="seconds between decodes, at least")
+    p.add_argument("--pool-steps", type=int, default=TriggerConfig.pool_steps,
+                   help="once a change has settled, decode the mean of this many steps of the new segment "
+                        "(less noise; up to (N - settle_steps - 1) x stride more latency; 0 = decode as soon as settled)")
     p.add_argument("--reference", choices=[r.value for r in Reference], default=Reference.DECODED.value,
                    help="what a change is measured against: the last decoded embedding, or the running mean "
                         "of the steps since (steadier on noisy streams)")
@@ -231,7 +234,7 @@ def cli_main(argv: list[str]) -> int:
     try:
         trigger = TriggerConfig(cosine_threshold=args.threshold, variance_threshold=args.variance_threshold,
                                 settle_steps=args.settle_steps, settle_tol=args.settle_tol, max_wait_s=args.max_wait,
-                                min_gap_s=args.min_gap, reference=args.reference)
+                                min_gap_s=args.min_gap, reference=args.reference, pool_steps=args.pool_steps)
         budget = DecodeBudget(rate_hz=args.rate_hz, max_decodes=args.max_decodes)
         cfg = StreamConfig(window_s=args.window, stride_s=args.stride, batch_size=args.batch_size,
                            frames_per_window=args.frames or StreamConfig.frames_per_window)

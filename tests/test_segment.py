@@ -96,7 +96,8 @@ def test_online_decodes_each_change_once_after_it_settles():
     lengths = [12, 9, 15, 10, 8, 14, 11, 9, 13, 10]
     times, embs, starts = piecewise_stream(lengths, noise=0.01, seed=3, ramp=4)
     for smooth in (1, 3):
-        cfg = TriggerConfig(cosine_threshold=0.3, smooth=smooth, settle_steps=2, settle_tol=0.01, min_gap_s=0.0)
+        cfg = TriggerConfig(cosine_threshold=0.3, smooth=smooth, settle_steps=2, settle_tol=0.01, min_gap_s=0.0,
+                            pool_steps=0)  # decode as soon as settled
         points = online_points(times, embs, cfg)
         assert len(points) == len(lengths), smooth
         for p, lo, n in zip(points, [0, *starts], lengths):
@@ -150,7 +151,8 @@ def test_online_min_gap_and_budget_are_respected():
 
 
 def test_online_variance_signal_detects_a_shift():
-    cfg = TriggerConfig(cosine_threshold=None, variance_threshold=0.3, window=3, settle_tol=0.05, min_gap_s=0.0)
+    cfg = TriggerConfig(cosine_threshold=None, variance_threshold=0.3, window=3, settle_tol=0.05, min_gap_s=0.0,
+                        pool_steps=0)
     times, embs, starts = piecewise_stream([20, 20], noise=0.01, seed=6)
     points = online_points(times, embs, cfg)
     assert len(points) == 2 and times[starts[0]] < points[1].t <= times[starts[0] + 3]
@@ -176,7 +178,7 @@ def test_segment_mean_reference_ignores_noise_that_fires_against_the_last_decode
     times = np.arange(160) * 0.5
     counts = {}
     for ref in Reference:
-        cfg = TriggerConfig(cosine_threshold=0.04, settle_tol=1.0, min_gap_s=0.0, reference=ref.value)
+        cfg = TriggerConfig(cosine_threshold=0.04, settle_tol=1.0, min_gap_s=0.0, reference=ref.value, pool_steps=0)
         points = online_points(times, noisy, cfg)
         assert any(40 <= p.t <= 45 for p in points)  # the real change is caught either way
         counts[ref] = len(points)

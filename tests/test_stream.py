@@ -130,11 +130,15 @@ def test_caption_stream_decodes_on_changes_and_counts_every_decoder_call():
     cfg = StreamConfig(window_s=1.0, stride_s=0.5, frames_per_window=4)
     frames = synthetic_frames(30, 4, change_every_s=10)  # two changes of colour
     dec, stats = CountingDecoder(), {}
-    trigger = TriggerConfig(smooth=1, cosine_threshold=0.3, min_gap_s=1.0)
+    trigger = TriggerConfig(smooth=1, cosine_threshold=0.3, min_gap_s=1.0, pool_steps=0)
     out = list(caption_stream(FakeModel(), dec, Tracking(), frames, cfg, trigger, stats=stats))
     assert [c for _, c in out] == ["colour 0", "colour 1", "colour 2"]
     assert 10 <= out[1][0] <= 11.5 and 20 <= out[2][0] <= 21.5
     assert dec.calls == stats["decodes"] == 3 and stats["frames"] == 120
+    pooled = list(caption_stream(FakeModel(), CountingDecoder(), Tracking(), synthetic_frames(30, 4, 10), cfg,
+                                 TriggerConfig(smooth=1, cosine_threshold=0.3, min_gap_s=1.0, pool_steps=8)))
+    assert [c for _, c in pooled] == [c for _, c in out]  # the same captions, stamped mid-pool (8 steps of 0.5 s)
+    assert all(t + 1.0 < tp <= t + 4.0 for (t, _), (tp, _) in zip(out[1:], pooled[1:]))
     capped = CountingDecoder()
     out = list(caption_stream(FakeModel(), capped, Tracking(), synthetic_frames(30, 4, change_every_s=2), cfg,
                               trigger, DecodeBudget(max_decodes=4)))

@@ -228,7 +228,7 @@ class TriggerConfig:
     #                          mixed moment after this long
     min_gap_s: float = 1.0  # never two decodes closer than this
     reference: Reference = Reference.DECODED
-    pool_steps: int = 0  # > settle_steps + 1: once settled, wait for this many steps of the new segment and
+    pool_steps: int = 8  # > settle_steps + 1: once settled, wait for this many steps of the new segment and
     #                     decode their mean (less noise, more latency); a new change ends the pool early
 
     def __post_init__(self) -> None:

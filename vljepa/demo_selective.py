@@ -235,7 +235,8 @@ def aggregate(seed_results: list[dict], args: argparse.Namespace) -> tuple[dict,
         "protocol": {"levels": list(proto.levels), "headline_level": level, "n_boot": proto.n_boot, "ci": proto.ci,
                      "kinds": kinds, "headline_kind": HEADLINE_KIND, "sweep": vars(SweepConfig()),
                      "seeds": [r["seed"] for r in seed_results], "test_videos_per_kind": args.long_videos,
-                     "events_per_video": args.events},
+                     "events_per_video": args.events,
+                     "trigger": {k: getattr(v, "value", v) for k, v in vars(TriggerConfig()).items()}},
         "headline": headline,
         "across_seeds": across,
         "oracle_across_seeds": oracle,
@@ -290,7 +291,8 @@ def report_lines(sd: dict) -> list[str]:
              "each); uniform at every stride, offline Ward at every segment count in range, online as a threshold sweep; "
              "isotonic fit of CIDEr-D on log rate; the baseline is the better of uniform mean/midpoint pooling at each "
              "rate; n.r. = never reached; ratio 0 = never reached. Trigger settle tolerance calibrated on separate "
-             "videos.", "", "![CIDEr vs rate](cider_vs_rate.png)", "",
+             f"videos; once a change has settled the trigger decodes the mean of {p['trigger']['pool_steps']} steps "
+             "of the new segment (`TriggerConfig.pool_steps`).", "", "![CIDEr vs rate](cider_vs_rate.png)", "",
              "### Over seeds (geometric mean of ratios, 95 % CI from seeds and videos resampled)", "",
              *reduction_table({k: sd["across_seeds"][k] for k in kinds}, SELECTIVE, p["levels"]), "",
              "### Oracle on the same test videos (the bound: what *where to decode* alone can give)", "",

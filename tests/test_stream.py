@@ -179,3 +179,11 @@ def test_cli_streams_a_real_video_with_a_tiny_saved_model(tmp_path, capsys):
     assert frames == 120 and windows >= 5 and decodes == len(lines) - 1 >= 2
     times = [float(re.match(r"\[\s*([\d.]+)s\]", ln).group(1)) for ln in lines[:-1]]
     assert all(b - a >= 0.9 for a, b in zip(times, times[1:]))
+
+
+def test_cli_refuses_bad_trigger_settings_before_loading_anything(tmp_path, capsys):
+    from vljepa.stream import cli_main
+
+    with pytest.raises(SystemExit) as exit_info:
+        cli_main([str(carphone()), "--model", str(tmp_path), "--pool-steps", "-1"])
+    assert exit_info.value.code == 2 and "pool_steps >= 0" in capsys.readouterr().err

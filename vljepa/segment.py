@@ -260,8 +260,9 @@ class OnlineTrigger:
     Returns a `DecodePoint` when a decode should happen, else None; `flush()` at the end of the
     stream decodes a change still pending. Never calls a decoder. A
     detected change stays *pending* until it has settled (or waited `max_wait_s`) and the gap and
-    the budget allow a decode; the point then carries the settled embedding, stamped at the middle
-    of the settled steps, with `emitted_t` = the step that fired."""
+    the budget allow a decode; the point then carries the settled embedding (with `pool_steps`, the
+    mean of that many steps of the new segment, or fewer if another change comes first), stamped at
+    the middle of those steps, with `emitted_t` = the step that fired."""
 
     def __init__(self, cfg: TriggerConfig, budget: DecodeBudget | None = None):
         self.cfg, self.budget = cfg, budget or DecodeBudget()

@@ -39,6 +39,7 @@ from eval.selective_decoding import (
     summarize,
 )
 from eval.selective_report import cost_table, fmt, latency_table, rates_table, reduction_table, with_ci
+from jepa_common.config import to_dict
 from vljepa.decoder import DecoderTrainConfig, YDecoder, train_decoder
 from vljepa.segment import TriggerConfig
 from vljepa.selective_eval import (
@@ -236,7 +237,7 @@ def aggregate(seed_results: list[dict], args: argparse.Namespace) -> tuple[dict,
                      "kinds": kinds, "headline_kind": HEADLINE_KIND, "sweep": vars(SweepConfig()),
                      "seeds": [r["seed"] for r in seed_results], "test_videos_per_kind": args.long_videos,
                      "events_per_video": args.events,
-                     "trigger": {k: getattr(v, "value", v) for k, v in vars(TriggerConfig()).items()}},
+                     "trigger": to_dict(TriggerConfig())},
         "headline": headline,
         "across_seeds": across,
         "oracle_across_seeds": oracle,

@@ -363,6 +363,8 @@ class OnlineTrigger:
         return point
 
     def _change_distance(self) -> float:
+        """Cosine distance from the pool's mean that counts as a new change: the detection threshold
+        (variance-only detection: twice the settle tolerance)."""
         c = self.cfg
         return c.cosine_threshold if c.cosine_threshold is not None else 2.0 * c.tolerance
 

@@ -28,6 +28,7 @@ anything with `.t`, `.embedding` and `.emitted_t`, and the decoder any callable.
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -81,12 +82,15 @@ class Corpus:
     video: np.ndarray  # (E,) index of each event's video
     duration_s: float
     strata: np.ndarray | None = None  # (V,) group of each video (e.g. seed), resampled separately
+    event_s: np.ndarray | None = None  # (E,) length of each event in seconds
 
     @classmethod
     def of(cls, streams: Sequence[VideoStream], strata: Sequence[int] | None = None) -> Corpus:
         refs = [list(r) for s in streams for _, _, r in s.truth]
         video = np.array([v for v, s in enumerate(streams) for _ in s.truth], dtype=np.int64)
-        return cls(refs, video, sum(s.duration for s in streams), None if strata is None else np.asarray(strata))
+        event_s = np.array([end - start for s in streams for start, end, _ in s.truth], dtype=np.float64)
+        return cls(refs, video, sum(s.duration for s in streams), None if strata is None else np.asarray(strata),
+                   event_s)
 
     @property
     def n_videos(self) -> int:
@@ -279,8 +283,11 @@ class ProtocolConfig:
     ci: float = 0.95
     grid_points: int = 400
     seed: int = 0
+    event_bins_s: tuple[float, ...] = (2.0, 3.0, 5.0, 8.0, 13.0)  # edges of the event-length bins (seconds)
 
     def __post_init__(self) -> None:
+        if list(self.event_bins_s) != sorted(set(self.event_bins_s)) or min(self.event_bins_s, default=1) <= 0:
+            raise ValueError(f"event_bins_s must be positive, strictly increasing seconds, got {self.event_bins_s}")
         if self.headline_level not in self.levels:
             raise ValueError(f"headline_level {self.headline_level} must be one of levels {self.levels}")
         if self.n_boot < 1 or not 0 < self.ci < 1:
@@ -298,6 +305,7 @@ class Analysis:
     selective: list[str]
     grid: np.ndarray  # (G,) log rates of the fits
     fits: dict[str, np.ndarray]  # label -> (G,) point fit; "uniform" = the baseline envelope
+    corpus: Corpus | None = None  # the events the curves were scored on
 
 
 def fit_domain(grid: np.ndarray, curves: Sequence[Curve]) -> np.ndarray:
@@ -350,7 +358,7 @@ def analyze(corpus: Corpus, curves: dict[str, Curve], baseline: Sequence[str], s
     rows = [_metrics(grid, {k: v[b] for k, v in reps.items()}, curves, baseline, selective, cfg.levels)
             for b in range(cfg.n_boot)]
     replicates = {k: np.array([row[k] for row in rows]) for k in point}
-    return Analysis(point, replicates, curves, list(baseline), list(selective), grid, fits)
+    return Analysis(point, replicates, curves, list(baseline), list(selective), grid, fits, corpus)
 
 
 def _interval(values: np.ndarray, ci: float) -> list[float]:
@@ -364,17 +372,22 @@ def summarize(analysis: Analysis, cfg: ProtocolConfig, seconds_per_decode: float
     (`cost_by_level`, `latency_by_level`; `cost_per_hour` and `latency` are the headline level's).
     Rates are NaN / intervals inf where a quality is never reached."""
     metrics = {k: {"value": v, "ci": _interval(analysis.replicates[k], cfg.ci)} for k, v in analysis.point.items()}
-    cost, latency = {}, {}
+    cost, latency, by_length = {}, {}, {}
     for lv in cfg.levels:
         cost[str(lv)] = {name: _cost(analysis.point[f"{name}@{lv}:hz"], seconds_per_decode)
                          for name in ["uniform", *analysis.selective]}
-        latency[str(lv)] = {label: latency_at(cv, analysis.point[f"{'uniform' if label in analysis.baseline else label}@{lv}:hz"])
-                            for label, cv in analysis.curves.items()}
+        hz = {label: analysis.point[f"{'uniform' if label in analysis.baseline else label}@{lv}:hz"]
+              for label in analysis.curves}
+        latency[str(lv)] = {label: latency_at(cv, hz[label]) for label, cv in analysis.curves.items()}
+        if analysis.corpus is not None and analysis.corpus.event_s is not None:
+            by_length[str(lv)] = {label: quality_by_event_length(analysis.corpus, cv, hz[label], cfg.event_bins_s)
+                                  for label, cv in analysis.curves.items()}
     level = str(cfg.headline_level)
     curves = {label: {"param": cv.params.tolist(), "hz": cv.rates.tolist(), "cider": cv.cider.tolist(),
                       "n_decodes": cv.n_decodes.tolist()} for label, cv in analysis.curves.items()}
     return {"metrics": metrics, "headline_level": cfg.headline_level, "cost_per_hour": cost[level],
             "latency": latency[level], "cost_by_level": cost, "latency_by_level": latency,
+            "quality_by_event_length": by_length,
             "seconds_per_decode": seconds_per_decode, "curves": curves, "n_boot": cfg.n_boot, "ci": cfg.ci}
 
 
@@ -384,15 +397,41 @@ def _cost(hz: float, seconds_per_decode: float | None) -> dict:
             "decoder_s_per_hour": None if seconds_per_decode is None else 3600 * hz * seconds_per_decode}
 
 
+def _nearest_setting(curve: Curve, hz: float) -> int:
+    """Index of the setting whose decode rate is nearest `hz` (log scale)."""
+    return int(np.argmin(np.abs(np.log(curve.rates) - np.log(hz))))
+
+
 def latency_at(curve: Curve, hz: float) -> dict:
     """Change-to-caption latency at the setting whose decode rate is nearest `hz` (log scale)."""
     if not hz == hz or not curve.latency_s.size:
         return {"hz": None, "median_s": None, "p90_s": None, "missed": None}
-    s = int(np.argmin(np.abs(np.log(curve.rates) - np.log(hz))))
+    s = _nearest_setting(curve, hz)
     lat = curve.latency_s[s]
     seen = lat[~np.isnan(lat)]
     return {"hz": float(curve.rates[s]), "median_s": float(np.median(seen)) if seen.size else None,
             "p90_s": float(np.quantile(seen, 0.9)) if seen.size else None, "missed": float(np.isnan(lat).mean())}
+
+
+def quality_by_event_length(corpus: Corpus, curve: Curve, hz: float, edges_s: Sequence[float]) -> dict:
+    """Where a strategy gains or loses: at the setting whose rate is nearest `hz` (log scale), the mean
+    per-event CIDEr-D (IDF of the whole corpus, so the bins add up to the corpus score) of the events
+    in each length bin (`edges_s` inner edges: below the first, between, from the last on). Bins with
+    no events get None; a strategy that never reaches the quality (`hz` NaN) gets None everywhere."""
+    if corpus.event_s is None or len(corpus.event_s) != curve.captions.shape[1]:
+        raise ValueError("quality_by_event_length needs a Corpus with event_s (Corpus.of) for the curve's events")
+    edges = [0.0, *edges_s, math.inf]
+    bins = np.digitize(corpus.event_s, edges[1:-1])  # (E,) bin of each event
+    n = np.bincount(bins, minlength=len(edges) - 1)
+    out = {"edges_s": list(edges_s), "n_events": n.tolist(), "hz": None, "cider": [None] * len(n)}
+    if not hz == hz:
+        return out
+    s = _nearest_setting(curve, hz)
+    pairs = [(e, curve.texts[c]) for e, c in enumerate(curve.captions[s])]
+    per_event = CorpusCider(corpus.refs).scores(pairs)[0]  # (E,)
+    out["hz"] = float(curve.rates[s])
+    out["cider"] = [float(per_event[bins == b].mean()) if n[b] else None for b in range(len(n))]
+    return out
 
 
 def combine_seeds(analyses: Sequence[Analysis], cfg: ProtocolConfig) -> dict:

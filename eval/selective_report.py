@@ -89,6 +89,28 @@ def latency_table(summaries: dict[str, dict], labels: Sequence[str], first: str 
     return lines
 
 
+def _bin_names(edges: Sequence[float]) -> list[str]:
+    inner = [f"{fmt(a, 0)}-{fmt(b, 0)} s" for a, b in zip(edges, edges[1:])]
+    return [f"< {fmt(edges[0], 0)} s", *inner, f">= {fmt(edges[-1], 0)} s"] if edges else ["all"]
+
+
+def event_length_table(summaries: dict[str, dict], labels: Sequence[str], level: float, first: str = "kind") -> list[str]:
+    """Mean per-event CIDEr-D by event length at each strategy's operating point for `level` x the best
+    uniform CIDEr (`quality_by_event_length`), with the number of events per bin; n.r. where the
+    strategy never reaches that quality, "-" for an empty bin."""
+    some = next(iter(summaries.values()))["quality_by_event_length"][str(level)]
+    names = _bin_names(next(iter(some.values()))["edges_s"])
+    lines = [f"| {first} | strategy | decodes/s | " + " | ".join(names) + " |", "|---|---|---|" + "---|" * len(names)]
+    for name, summ in summaries.items():
+        rows = summ["quality_by_event_length"][str(level)]
+        lines.append(f"| {name} | events | | " + " | ".join(str(n) for n in rows[labels[0]]["n_events"]) + " |")
+        for label in labels:
+            q = rows[label]
+            cells = " | ".join(fmt(c) if q["hz"] is not None else "n.r." for c in q["cider"])
+            lines.append(f"| {name} | {label} | {fmt(q['hz'], 3) if q['hz'] is not None else 'n.r.'} | {cells} |")
+    return lines
+
+
 def plot_analyses(analyses: dict[str, Analysis], path: str, title: str = "Selective vs uniform decoding") -> None:
     """One panel per analysis (e.g. stream kind): CIDEr of every setting (dots) and the isotonic fits
     (lines) against decodes per second (log x), with the headline-level quality marked."""

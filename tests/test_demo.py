@@ -61,6 +61,8 @@ def test_demo_end_to_end(tmp_path):
         assert set(summary["curves"]) == {"uniform/mean", "uniform/midpoint", "offline/mean", "offline/midpoint",
                                           "online"}
         assert all(_finite(c) for curve in summary["curves"].values() for c in curve["cider"])
+        by_length = summary["quality_by_event_length"]["0.9"]["uniform/mean"]  # the baseline always reaches 90 %
+        assert len(by_length["cider"]) == len(by_length["edges_s"]) + 1 and sum(by_length["n_events"]) > 0
     assert [r["seed"] for r in sd["per_seed"]] == [0, 1] and len(res["seeds"]) == 2
     quality = sd["per_seed"][0]["decoder_quality"]["hard_cut"]["final"]
     assert all(_finite(quality[k]) for k in ("text", "event_mean", "event_midpoint"))
@@ -73,6 +75,7 @@ def test_demo_end_to_end(tmp_path):
     assert "random_x_encoder" in report and "pretrained_x_encoder" in report
     assert "Oracle on the same test videos" in report and "oracle on the same videos" in (out / "summary.txt").read_text()
     assert "Decoder quality alone" in report and "latency" in report and "per hour" in report
+    assert "quality by event length" in report
     # the demo model's frozen X-encoder weights were saved with it (no hub source for a tiny one)
     assert (out / "pretrained_x" / "run" / "model" / "config.json").is_file()
 

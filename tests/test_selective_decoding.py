@@ -20,11 +20,12 @@ from eval.selective_decoding import (
     concat_curves,
     monotone_fit,
     nearest_decoded,
+    quality_by_event_length,
     rate_to_reach,
     summarize,
 )
-from eval.selective_report import cost_table, latency_table, plot_analyses
-from vljepa.segment import DecodePoint
+from eval.selective_report import cost_table, event_length_table, latency_table, plot_analyses
+from vljepa.segment import DecodePoint, TriggerConfig
 from vljepa.selective_eval import (
     BASELINE,
     SELECTIVE,
@@ -251,8 +252,6 @@ def test_sweep_decodes_only_matched_points_and_selective_beats_uniform(centers):
     streams = [make_stream(s, centers, n_events=15) for s in (3, 4, 5)]
     fake = CountingDecoder(centers)
     cache = CaptionCache(fake)
-    from vljepa.segment import TriggerConfig
-
     curves = measure(streams, cache, TriggerConfig(settle_tol=0.2), SweepConfig(thresholds=(0.01, 1.0, 12)))
     n_events = sum(len(s.truth) for s in streams)
     assert fake.embeddings_seen == cache.decoded <= sum(len(c.params) for c in curves.values()) * n_events
@@ -319,3 +318,42 @@ def test_oracle_stream_and_nearest_caption_decoder_name_bad_input():
         oracle_stream([(0.0, 1.0, "a red 3 moves left")], emb, "hard_cut", rng)
     with pytest.raises(ValueError, match="one embedding row per caption"):
         nearest_caption_decoder(["a red 3 moves left", "a blue 7 grows"], np.ones((1, 4)))
+
+
+def test_quality_by_event_length_splits_the_corpus_score_by_event_length(centers):
+    """Events of 1-30 s; a caption that is right on events of 4 s and longer and wrong below: the bins
+    below 4 s score 0, the others the perfect 10, and the per-bin means weighted by their event counts
+    give back the corpus CIDEr-D. A rate never reached gives None; the summary and the table carry it."""
+    streams = [make_stream(s, centers, n_events=15) for s in range(4)]
+    corpus = Corpus.of(streams)
+    assert corpus.event_s == pytest.approx([e - s for st in streams for s, e, _ in st.truth])
+    wrong = {r[0]: BANK[(BANK.index(r[0]) + 1) % len(BANK)] for r in corpus.refs}
+    caps = [r[0] if d >= 4 else wrong[r[0]] for r, d in zip(corpus.refs, corpus.event_s)]
+    texts = sorted(set(caps))
+    curve = Curve("selective", np.array([0.5]), np.array([12.0]), corpus.duration_s,
+                  np.array([[texts.index(c) for c in caps]]), texts, np.zeros((1, 0)))
+    q = quality_by_event_length(corpus, curve, 0.01, (2.0, 4.0, 8.0))
+    n = np.array(q["n_events"])
+    assert q["hz"] == pytest.approx(12.0 / corpus.duration_s) and n.sum() == len(caps) and n.min() > 0
+    assert q["cider"][0] == q["cider"][1] == 0.0 and q["cider"][2] == q["cider"][3] == pytest.approx(10.0)
+    total, _ = cider_score(corpus.refs, caps)
+    assert np.dot(n, q["cider"]) / n.sum() == pytest.approx(total)
+    never = quality_by_event_length(corpus, curve, float("nan"), (2.0, 4.0, 8.0))
+    assert never["hz"] is None and never["cider"] == [None] * 4 and never["n_events"] == q["n_events"]
+    with pytest.raises(ValueError, match="event_s"):
+        quality_by_event_length(Corpus(corpus.refs, corpus.video, corpus.duration_s), curve, 0.1, (2.0,))
+    with pytest.raises(ValueError, match="event_bins_s"):
+        ProtocolConfig(event_bins_s=(3.0, 2.0))
+    cfg = ProtocolConfig(n_boot=20, event_bins_s=(2.0, 4.0, 8.0))
+    summary = summarize(measure_and_analyze(streams, centers, cfg), cfg)
+    assert set(summary["quality_by_event_length"]) == {"0.9", "0.95", "1.0"}
+    table = event_length_table({"toy": summary}, [*BASELINE, "online"], 0.9)
+    assert table[0].startswith("| kind | strategy | decodes/s | < 2 s | 2-4 s | 4-8 s | >= 8 s |")
+    assert table[2].startswith("| toy | events | |") and len(table) == 2 + 1 + 3
+
+
+def measure_and_analyze(streams, centers, cfg: ProtocolConfig):
+    """The protocol end to end on toy streams with the perfect nearest-caption decoder."""
+    curves = measure(streams, CaptionCache(CountingDecoder(centers)), TriggerConfig(settle_tol=0.2),
+                     SweepConfig(thresholds=(0.01, 1.0, 12)))
+    return analyze(Corpus.of(streams), curves, BASELINE, SELECTIVE, cfg)

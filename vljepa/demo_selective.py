@@ -38,12 +38,22 @@ from eval.selective_decoding import (
     concat_curves,
     summarize,
 )
-from eval.selective_report import cost_table, fmt, latency_table, rates_table, reduction_table, with_ci
+from eval.selective_report import (
+    cost_table,
+    event_length_table,
+    fmt,
+    latency_table,
+    rates_table,
+    reduction_table,
+    with_ci,
+)
 from jepa_common.config import to_dict
 from vljepa.decoder import DecoderTrainConfig, YDecoder, train_decoder
 from vljepa.segment import TriggerConfig
 from vljepa.selective_eval import (
     BASELINE,
+    OFFLINE_MEAN,
+    ONLINE,
     SELECTIVE,
     OracleConfig,
     SweepConfig,
@@ -315,6 +325,9 @@ def report_lines(sd: dict) -> list[str]:
     lines += ["### Change-to-caption latency at equal quality (pooled; from the change to the first caption "
               "inside the new event, emitted at its window's end)", "",
               *latency_table(sd["pooled"], ["uniform/midpoint", "online"], levels=sorted({0.9, level})), "",
+              "### Where each strategy gains or loses: quality by event length at 90 % of the best uniform CIDEr "
+              "(pooled; mean CIDEr-D per event at each strategy's operating point for that level)", "",
+              *event_length_table(sd["pooled"], [*BASELINE, OFFLINE_MEAN, ONLINE], 0.9), "",
               "### Decoder quality alone (CIDEr-D, one caption per event)", "",
               "`stage1`: trained on caption embeddings only; `final`: continued on predicted clips and stream windows.",
               "", *_quality_rows(sd), "", "![timeline](timeline.png)", ""]

@@ -369,7 +369,8 @@ def _interval(values: np.ndarray, ci: float) -> list[float]:
 def summarize(analysis: Analysis, cfg: ProtocolConfig, seconds_per_decode: float | None = None) -> dict:
     """JSON-ready summary: every metric with its CI, the curves, and per quality level the decoder cost
     per hour and the change-to-caption latency of every strategy at its equal-quality rate
-    (`cost_by_level`, `latency_by_level`; `cost_per_hour` and `latency` are the headline level's).
+    (`cost_by_level`, `latency_by_level`; `cost_per_hour` and `latency` are the headline level's), and
+    per level the mean per-event CIDEr-D of each event-length bin (`quality_by_event_length`).
     Rates are NaN / intervals inf where a quality is never reached."""
     metrics = {k: {"value": v, "ci": _interval(analysis.replicates[k], cfg.ci)} for k, v in analysis.point.items()}
     cost, latency, by_length = {}, {}, {}
@@ -415,9 +416,10 @@ def latency_at(curve: Curve, hz: float) -> dict:
 
 def quality_by_event_length(corpus: Corpus, curve: Curve, hz: float, edges_s: Sequence[float]) -> dict:
     """Where a strategy gains or loses: at the setting whose rate is nearest `hz` (log scale), the mean
-    per-event CIDEr-D (IDF of the whole corpus, so the bins add up to the corpus score) of the events
-    in each length bin (`edges_s` inner edges: below the first, between, from the last on). Bins with
-    no events get None; a strategy that never reaches the quality (`hz` NaN) gets None everywhere."""
+    per-event CIDEr-D of the events in each length bin (`edges_s` inner edges: below the first,
+    between, from the last on). The IDF is the whole corpus's, so the bins weighted by their event
+    counts average to the corpus score. Bins with no events get None; a strategy that never reaches
+    the quality (`hz` NaN) gets None everywhere."""
     if corpus.event_s is None or len(corpus.event_s) != curve.captions.shape[1]:
         raise ValueError("quality_by_event_length needs a Corpus with event_s (Corpus.of) for the curve's events")
     edges = [0.0, *edges_s, math.inf]

@@ -90,8 +90,8 @@ def latency_table(summaries: dict[str, dict], labels: Sequence[str], first: str 
 
 
 def _bin_names(edges: Sequence[float]) -> list[str]:
-    inner = [f"{fmt(a, 0)}-{fmt(b, 0)} s" for a, b in zip(edges, edges[1:])]
-    return [f"< {fmt(edges[0], 0)} s", *inner, f">= {fmt(edges[-1], 0)} s"] if edges else ["all"]
+    inner = [f"{a:g}-{b:g} s" for a, b in zip(edges, edges[1:])]
+    return [f"< {edges[0]:g} s", *inner, f">= {edges[-1]:g} s"] if edges else ["all"]
 
 
 def event_length_table(summaries: dict[str, dict], labels: Sequence[str], level: float, first: str = "kind") -> list[str]:

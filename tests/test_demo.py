@@ -85,3 +85,16 @@ def test_bad_window_video_count_is_refused_before_any_work(capsys):
     with pytest.raises(SystemExit):
         main(["--train-long-videos", "-1"])
     assert "--train-long-videos must be between 0 and 1000" in capsys.readouterr().err
+
+
+def test_decoder_replay_repeats_captions_only_when_there_are_too_few():
+    """Stage 2 of the Y-decoder replays a third as many captions as it has predicted embeddings; with
+    more training clips than 3 x the captions (--train-clips 8192) it must repeat them, not crash."""
+    import numpy as np
+
+    from vljepa.demo_selective import replay_indices
+
+    few = replay_indices(np.random.default_rng(0), 1280, 2048 + 900)
+    assert len(few) == 982 and len(set(few.tolist())) == 982  # each caption at most once
+    many = replay_indices(np.random.default_rng(0), 1280, 8192 + 900)
+    assert len(many) == 3030 and many.min() >= 0 and many.max() < 1280

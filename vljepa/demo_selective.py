@@ -141,12 +141,20 @@ def fit_decoder(model, clips: list[dict], windows: tuple[np.ndarray, list[str]],
     stage1 = copy.deepcopy(dec)
     pred = video_embeddings(model, pixels, query=QUERY)  # (N, D)
     rng = np.random.default_rng(args.seed)
-    replay = rng.choice(len(texts), size=(len(pred) + len(windows[1])) // 3, replace=False)
+    replay = replay_indices(rng, len(texts), len(pred) + len(windows[1]))
     emb = torch.cat([pred, torch.as_tensor(windows[0], dtype=torch.float32), y[replay]])
     labels = [c["caption"] for c in clips] + windows[1] + [texts[i] for i in replay]
     losses += train_decoder(dec, emb, labels, DecoderTrainConfig(steps=args.decoder_steps // 2, batch_size=64, lr=1e-3,
                                                                  noise_std=0.02, mix_prob=0.3, seed=args.seed + 1))
     return dec, stage1, losses
+
+
+def replay_indices(rng: np.random.Generator, n_texts: int, n_items: int) -> np.ndarray:
+    """Stage-1 captions replayed in stage 2: a third as many as the `n_items` predicted embeddings, each
+    caption at most once while there are enough of them (repeats once `n_items` // 3 exceeds `n_texts`,
+    e.g. with --train-clips 8192 and 1280 captions)."""
+    n = n_items // 3
+    return rng.choice(n_texts, size=n, replace=n > n_texts)
 
 
 def _decode_fn(dec: YDecoder):

@@ -218,7 +218,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--train-clips", type=int, default=8192,
                    help="synthetic training clips per seed (features cached once; 2048 with --steps 1500 runs "
-                        "in ~70 %% of the time and 40 %% of the memory, with a weaker model)")
+                        "in ~70 %% of the time and under half the memory, with a weaker model)")
     p.add_argument("--train-long-videos", type=int, default=0,
                    help="also train on the sliding windows of this many long videos (every stream kind; ~120 "
                         "windows each, labelled with their dominant event). Off by default: 10 videos lowered "

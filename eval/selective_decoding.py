@@ -374,15 +374,17 @@ def summarize(analysis: Analysis, cfg: ProtocolConfig, seconds_per_decode: float
     Rates are NaN / intervals inf where a quality is never reached."""
     metrics = {k: {"value": v, "ci": _interval(analysis.replicates[k], cfg.ci)} for k, v in analysis.point.items()}
     cost, latency, by_length = {}, {}, {}
+    corpus = analysis.corpus
+    scorer = CorpusCider(corpus.refs) if corpus is not None and corpus.event_s is not None else None  # built once
     for lv in cfg.levels:
         cost[str(lv)] = {name: _cost(analysis.point[f"{name}@{lv}:hz"], seconds_per_decode)
                          for name in ["uniform", *analysis.selective]}
         hz = {label: analysis.point[f"{'uniform' if label in analysis.baseline else label}@{lv}:hz"]
               for label in analysis.curves}
         latency[str(lv)] = {label: latency_at(cv, hz[label]) for label, cv in analysis.curves.items()}
-        if analysis.corpus is not None and analysis.corpus.event_s is not None:
-            by_length[str(lv)] = {label: quality_by_event_length(analysis.corpus, cv, hz[label], cfg.event_bins_s)
-                                  for label, cv in analysis.curves.items()}
+        if scorer is not None:
+            by_length[str(lv)] = {label: quality_by_event_length(analysis.corpus, cv, hz[label], cfg.event_bins_s,
+                                                                 scorer) for label, cv in analysis.curves.items()}
     level = str(cfg.headline_level)
     curves = {label: {"param": cv.params.tolist(), "hz": cv.rates.tolist(), "cider": cv.cider.tolist(),
                       "n_decodes": cv.n_decodes.tolist()} for label, cv in analysis.curves.items()}
@@ -414,12 +416,13 @@ def latency_at(curve: Curve, hz: float) -> dict:
             "p90_s": float(np.quantile(seen, 0.9)) if seen.size else None, "missed": float(np.isnan(lat).mean())}
 
 
-def quality_by_event_length(corpus: Corpus, curve: Curve, hz: float, edges_s: Sequence[float]) -> dict:
+def quality_by_event_length(corpus: Corpus, curve: Curve, hz: float, edges_s: Sequence[float],
+                            scorer: CorpusCider | None = None) -> dict:
     """Where a strategy gains or loses: at the setting whose rate is nearest `hz` (log scale), the mean
     per-event CIDEr-D of the events in each length bin (`edges_s` inner edges: below the first,
     between, from the last on). The IDF is the whole corpus's, so the bins weighted by their event
     counts average to the corpus score. Bins with no events get None; a strategy that never reaches
-    the quality (`hz` NaN) gets None everywhere."""
+    the quality (`hz` NaN) gets None everywhere. `scorer`: a `CorpusCider` of `corpus.refs` to reuse."""
     if corpus.event_s is None or len(corpus.event_s) != curve.captions.shape[1]:
         raise ValueError("quality_by_event_length needs a Corpus with event_s (Corpus.of) for the curve's events")
     edges = [0.0, *edges_s, math.inf]
@@ -430,7 +433,7 @@ def quality_by_event_length(corpus: Corpus, curve: Curve, hz: float, edges_s: Se
         return out
     s = _nearest_setting(curve, hz)
     pairs = [(e, curve.texts[c]) for e, c in enumerate(curve.captions[s])]
-    per_event = CorpusCider(corpus.refs).scores(pairs)[0]  # (E,)
+    per_event = (scorer or CorpusCider(corpus.refs)).scores(pairs)[0]  # (E,)
     out["hz"] = float(curve.rates[s])
     out["cider"] = [float(per_event[bins == b].mean()) if n[b] else None for b in range(len(n))]
     return out

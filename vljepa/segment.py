@@ -250,6 +250,11 @@ def _unit(x: np.ndarray) -> np.ndarray:
     return x / max(float(np.linalg.norm(x)), 1e-12)
 
 
+def _mean_unit(steps: list[tuple[float, np.ndarray]]) -> np.ndarray:
+    """Unit mean of the embeddings of `(t, embedding)` steps."""
+    return _unit(np.mean([e for _, e in steps], axis=0))
+
+
 def _cos_dist(a: np.ndarray, b: np.ndarray) -> float:
     return 1.0 - float(_unit(a) @ _unit(b))
 
@@ -333,7 +338,7 @@ class OnlineTrigger:
         """The change has settled: decode now, or (`pool_steps`) start pooling the new segment's steps."""
         if len(steps) >= self.cfg.pool_steps:
             return self._fire(t, steps)
-        if self._near_reference(_unit(np.mean([e for _, e in steps], axis=0))):
+        if self._near_reference(_mean_unit(steps)):
             self._pending_since = None  # hysteresis, as in `_fire`
             return None
         self._pool, self._pending_since = list(steps), None
@@ -344,8 +349,7 @@ class OnlineTrigger:
         change becomes pending); otherwise it joins, and a full pool is decoded (or waits for the gap and
         the budget)."""
         pool = self._pool
-        mean = _unit(np.mean([e for _, e in pool], axis=0))
-        if 1.0 - float(s @ mean) > self._change_distance():
+        if 1.0 - float(s @ _mean_unit(pool)) > self._change_distance():
             self._pool = None
             point = self._fire(t, pool)  # refused by the gap or the budget: that segment goes uncaptioned
             self._pending_since, self._best = t, (math.inf, [])
@@ -354,7 +358,7 @@ class OnlineTrigger:
         if len(pool) < self.cfg.pool_steps:
             return None
         del pool[:-self.cfg.pool_steps]  # waiting for the gap or the budget: keep the latest steps only
-        if self._near_reference(_unit(np.mean([e for _, e in pool], axis=0))):
+        if self._near_reference(_mean_unit(pool)):
             self._pool = None  # hysteresis, as in `_fire`
             return None
         point = self._fire(t, pool)
@@ -384,7 +388,7 @@ class OnlineTrigger:
         return self._fire(self._recent[-1][0], self._best[1] or self._latest())
 
     def _fire(self, t: float, steps: list[tuple[float, np.ndarray]]) -> DecodePoint | None:
-        emb = _unit(np.mean([e for _, e in steps], axis=0))
+        emb = _mean_unit(steps)
         c = self.cfg
         if self._near_reference(emb):
             self._pending_since = None  # hysteresis: the stream settled back near what was decoded last

@@ -98,3 +98,10 @@ def test_decoder_replay_repeats_captions_only_when_there_are_too_few():
     assert len(few) == 982 and len(set(few.tolist())) == 982  # each caption at most once
     many = replay_indices(np.random.default_rng(0), 1280, 8192 + 900)
     assert len(many) == 3030 and many.min() >= 0 and many.max() < 1280
+
+
+@pytest.mark.parametrize("flag", ["--train-clips", "--steps"])
+def test_training_size_flags_refuse_non_positive_values_before_any_work(flag, capsys):
+    with pytest.raises(SystemExit):
+        main([flag, "0"])
+    assert f"argument {flag}: must be >= 1, got 0" in capsys.readouterr().err

@@ -200,7 +200,7 @@ def write_report(res: dict, out: Path) -> None:
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description="Offline VL-JEPA demo: train, evaluate, selective decoding.")
     p.add_argument("--out", default="demo_out/vljepa")
-    p.add_argument("--steps", type=int, default=2500,
+    p.add_argument("--steps", type=ds.positive_int, default=2500,
                    help="VL-JEPA steps (from cached features; 8192 clips x 2500 steps beat 2048 x 1500 on every "
                         "stream kind's best uniform CIDEr over 3 seeds, docs/selective_decoding.md)")
     p.add_argument("--x-encoder", choices=[k.value for k in XEncoderInit], default="pretrained",
@@ -216,7 +216,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--pretrain-set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a field of --pretrain-recipe, e.g. optim.max_steps=100 (repeatable)")
     p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--train-clips", type=int, default=8192,
+    p.add_argument("--train-clips", type=ds.positive_int, default=8192,
                    help="synthetic training clips per seed (features cached once; 2048 with --steps 1500 runs "
                         "in ~70 %% of the time and under half the memory, with a weaker model)")
     p.add_argument("--train-long-videos", type=int, default=0,

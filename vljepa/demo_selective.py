@@ -75,7 +75,8 @@ HEADLINE_KIND = StreamKind.HARD_CUT.value
 HEADLINE = ("offline/mean", "online")  # the paper's offline selective decoding, and the causal trigger
 
 
-def _positive_int(text: str) -> int:
+def positive_int(text: str) -> int:
+    """argparse type: an integer >= 1."""
     n = int(text)
     if n < 1:
         raise argparse.ArgumentTypeError(f"must be >= 1, got {n}")
@@ -93,17 +94,17 @@ def _kinds(text: str) -> str:
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """The selective-decoding options of `python -m vljepa.demo` (counts checked at parse time)."""
-    p.add_argument("--seeds", type=_positive_int, default=3, help="seeds of data and training (seed, seed+1, ...)")
+    p.add_argument("--seeds", type=positive_int, default=3, help="seeds of data and training (seed, seed+1, ...)")
     p.add_argument("--kinds", type=_kinds, default=",".join(k.value for k in StreamKind),
                    help="stream kinds of the long videos, comma separated")
-    p.add_argument("--long-videos", type=_positive_int, default=8, help="test long videos per kind and seed")
-    p.add_argument("--calib-videos", type=_positive_int, default=1, help="calibration long videos per kind and seed")
-    p.add_argument("--decoder-videos", type=_positive_int, default=1,
+    p.add_argument("--long-videos", type=positive_int, default=8, help="test long videos per kind and seed")
+    p.add_argument("--calib-videos", type=positive_int, default=1, help="calibration long videos per kind and seed")
+    p.add_argument("--decoder-videos", type=positive_int, default=1,
                    help="long videos per kind and seed whose windows train the Y-decoder")
-    p.add_argument("--events", type=_positive_int, default=15, help="events per long video")
+    p.add_argument("--events", type=positive_int, default=15, help="events per long video")
     p.add_argument("--decoder-steps", type=int, default=300,
                    help="Y-decoder steps on caption embeddings; half as many more on predicted ones")
-    p.add_argument("--bootstrap", type=_positive_int, default=1000, help="bootstrap resamples of the videos")
+    p.add_argument("--bootstrap", type=positive_int, default=1000, help="bootstrap resamples of the videos")
     p.add_argument("--headline-level", type=float, default=0.95,
                    help="equal quality = this fraction of the best uniform CIDEr (also reported: 0.9, 0.95, 1.0)")
 
